@@ -1,0 +1,261 @@
+"""Networks whose hidden representations repkernel forecasts.
+
+Every network maps (x, c) to ``(hidden, output)``: ``hidden`` a tuple with one (n, H_l) tensor per
+hidden layer (after the activation), ``output`` (n, O). Trainable weights are ``nn.Parameter``s
+with ``requires_grad``; fixed biases are buffers, so "the trainable parameters" is always
+``[p for p in network.parameters() if p.requires_grad]`` in registration order.
+
+Weights are drawn once from a seeded generator in float64 and multiplied by ``init_scale``, so
+networks that differ only in ``init_scale`` are the same draw scaled (as published).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from repkernel.environments import MultitaskEnvironment
+from repkernel.patterns import PatternSet
+
+ACTIVATIONS = {
+    "sigmoid": torch.sigmoid,
+    "relu": torch.relu,
+    "tanh": torch.tanh,
+    "linear": lambda z: z,
+}
+
+
+def _activation(name: str):
+    if name not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {name!r}: choose one of {sorted(ACTIVATIONS)}")
+    return ACTIVATIONS[name]
+
+
+def _uniform(generator: torch.Generator, shape: tuple[int, ...], bound: float) -> nn.Parameter:
+    draw = torch.rand(shape, generator=generator, dtype=torch.float64) * 2.0 - 1.0
+    return nn.Parameter((draw * bound).to(torch.get_default_dtype()))
+
+
+class RepresentationNetwork(nn.Module):
+    """Base class: hidden/output forward pass, flat trainable parameters, trainable groups."""
+
+    config: dict
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor | None = None):
+        raise NotImplementedError
+
+    def represent(self, patterns: PatternSet) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+        """Hidden representations (one (n, H_l) per layer) and output (n, O) for a PatternSet,
+        on this network's device and dtype."""
+        weight = next(iter(self.parameters()))
+        x, c, _ = patterns.to(weight.device, weight.dtype)
+        return self(x, c)
+
+    @property
+    def hidden_sizes(self) -> tuple[int, ...]:
+        raise NotImplementedError
+
+    def trainable_names(self) -> list[str]:
+        return [name for name, p in self.named_parameters() if p.requires_grad]
+
+    def set_trainable(self, names: str | Sequence[str] = "all") -> RepresentationNetwork:
+        """Choose which weight groups train, e.g. ``["hidden_output"]`` for the readout only."""
+        all_names = [name for name, _ in self.named_parameters()]
+        chosen = all_names if names == "all" else [names] if isinstance(names, str) else list(names)
+        unknown = set(chosen) - set(all_names)
+        if unknown or not chosen:
+            raise ValueError(f"trainable weight groups {sorted(unknown) or chosen} are not valid:"
+                             f" choose from {all_names}")
+        for name, p in self.named_parameters():
+            p.requires_grad_(name in chosen)
+        self.config = {**self.config, "trainable": chosen}
+        return self
+
+    def trainable_parameters(self) -> dict[str, torch.Tensor]:
+        return {name: p for name, p in self.named_parameters() if p.requires_grad}
+
+    def parameter_groups(self) -> np.ndarray:
+        """Weight-group name of every entry of the flat parameter vector, (P,)."""
+        return np.concatenate([np.full(p.numel(), name, dtype=object)
+                               for name, p in self.trainable_parameters().items()]).astype(str)
+
+    @property
+    def n_parameters(self) -> int:
+        return sum(p.numel() for p in self.trainable_parameters().values())
+
+    def flat_parameters(self) -> torch.Tensor:
+        """Trainable weights as one vector theta, (P,), in registration order."""
+        return torch.cat([p.detach().reshape(-1) for p in self.trainable_parameters().values()])
+
+    def unflatten(self, theta: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Split a flat (P,) vector into named tensors shaped like the trainable parameters."""
+        params = self.trainable_parameters()
+        if theta.shape != (self.n_parameters,):
+            raise ValueError(f"flat parameter vector must have shape ({self.n_parameters},), "
+                             f"got {tuple(theta.shape)}")
+        pieces = torch.split(theta, [p.numel() for p in params.values()])
+        return {name: piece.reshape(p.shape) for (name, p), piece in zip(params.items(), pieces)}
+
+    @torch.no_grad()
+    def load_flat_parameters(self, theta: torch.Tensor) -> RepresentationNetwork:
+        """Set the trainable weights from a flat (P,) vector (in place); returns self."""
+        params = self.trainable_parameters()
+        for name, value in self.unflatten(torch.as_tensor(theta)).items():
+            params[name].copy_(value)
+        return self
+
+
+class MultitaskNetwork(RepresentationNetwork):
+    """The multitask architecture (REFERENCE.md C, D).
+
+    h = phi(W_xh x + W_ch c + b_h), f = psi(W_hf h + W_cf c + b_f), phi = psi = sigmoid by default,
+    biases constant (not trained). Weights uniform on [-init_scale, init_scale] (standard 0.1,
+    "large" 1.0 = the same draw x 10). Weight groups: ``stimulus_hidden`` (H, N_in F),
+    ``task_hidden`` (H, n_tasks), ``hidden_output`` (O, H), ``task_output`` (O, n_tasks).
+
+    ``initial_task_similarity=s`` sets the task -> hidden columns as in REFERENCE.md D: unit-norm,
+    zero-mean columns with correlation exactly s between tasks sharing an input dimension and 0
+    otherwise, times ``task_weight_scale`` (5).
+    """
+
+    def __init__(
+        self,
+        env: MultitaskEnvironment,
+        hidden: int = 100,
+        init_scale: float = 0.1,
+        bias: float = -2.0,
+        seed: int = 0,
+        activation: str = "sigmoid",
+        output_activation: str | None = None,
+        initial_task_similarity: float | None = None,
+        task_weight_scale: float = 5.0,
+    ) -> None:
+        super().__init__()
+        if hidden < 1:
+            raise ValueError(f"hidden must be a positive number of units, got {hidden}")
+        if not init_scale > 0:
+            raise ValueError(f"init_scale must be positive, got {init_scale}")
+        output_activation = output_activation or activation
+        self.phi, self.psi = _activation(activation), _activation(output_activation)
+        g = torch.Generator().manual_seed(seed)
+        n_in, n_cues, n_out = env.n_stimulus, env.n_cues, env.n_outputs
+        self.stimulus_hidden = _uniform(g, (hidden, n_in), init_scale)
+        self.task_hidden = _uniform(g, (hidden, n_cues), init_scale)
+        self.hidden_output = _uniform(g, (n_out, hidden), init_scale)
+        self.task_output = _uniform(g, (n_out, n_cues), init_scale)
+        self.register_buffer("hidden_bias", torch.full((hidden,), float(bias)))
+        self.register_buffer("output_bias", torch.full((n_out,), float(bias)))
+        if initial_task_similarity is not None:
+            columns = task_similarity_columns(env, hidden, initial_task_similarity, seed)
+            with torch.no_grad():
+                self.task_hidden.copy_(columns * task_weight_scale)
+        self.config = {
+            "kind": "multitask", "hidden": hidden, "init_scale": init_scale, "bias": bias,
+            "seed": seed, "activation": activation, "output_activation": output_activation,
+            "initial_task_similarity": initial_task_similarity,
+            "task_weight_scale": task_weight_scale, "environment": env.config(),
+        }
+
+    @property
+    def hidden_sizes(self) -> tuple[int, ...]:
+        return (self.stimulus_hidden.shape[0],)
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor | None = None):
+        if c is None:
+            raise ValueError("MultitaskNetwork needs task cues c: use patterns from a "
+                             "MultitaskEnvironment")
+        h = self.phi(x @ self.stimulus_hidden.T + c @ self.task_hidden.T + self.hidden_bias)
+        f = self.psi(h @ self.hidden_output.T + c @ self.task_output.T + self.output_bias)
+        return (h,), f
+
+
+def task_similarity_columns(env: MultitaskEnvironment, hidden: int, similarity: float,
+                            seed: int = 0) -> torch.Tensor:
+    """(hidden, n_tasks) unit-norm, zero-mean columns with correlation ``similarity`` within each
+    input dimension's tasks and 0 across: w_t = sqrt(s) q_a + sqrt(1 - s) q_t, q orthonormal and
+    orthogonal to the ones vector."""
+    if not 0.0 <= similarity <= 1.0:
+        raise ValueError(f"initial_task_similarity must be in [0, 1], got {similarity}")
+    n_vectors = env.n_input_dims + env.n_cues
+    if hidden < n_vectors + 1:
+        raise ValueError(f"setting task similarity needs hidden >= {n_vectors + 1} units")
+    g = torch.Generator().manual_seed(seed + 1)
+    raw = torch.randn(hidden, n_vectors, generator=g, dtype=torch.float64)
+    q, _ = torch.linalg.qr(torch.cat([torch.ones(hidden, 1, dtype=torch.float64), raw], dim=1))
+    shared, own = q[:, 1:1 + env.n_input_dims], q[:, 1 + env.n_input_dims:]
+    columns = [math.sqrt(similarity) * shared[:, env.input_dim(t)] + math.sqrt(1 - similarity)
+               * own[:, i] for i, t in enumerate(env.tasks)]
+    return torch.stack(columns, dim=1).to(torch.get_default_dtype())
+
+
+class MLP(RepresentationNetwork):
+    """Fully connected network, sizes = [n_in, H_1, ..., H_L, n_out].
+
+    h_l = phi(W_l h_{l-1} + b_l), f = W_out h_L + b_out (linear readout unless
+    ``output_activation`` is given). Default init as PyTorch's ``nn.Linear`` (uniform with bound
+    1 / sqrt(fan_in) for weights and biases), times ``init_scale`` when given.
+    Weight groups ``layers.{i}.weight`` / ``layers.{i}.bias``.
+    """
+
+    def __init__(
+        self,
+        sizes: Sequence[int],
+        activation: str = "relu",
+        bias: bool = True,
+        init_scale: float | None = None,
+        seed: int = 0,
+        output_activation: str = "linear",
+    ) -> None:
+        super().__init__()
+        sizes = [int(s) for s in sizes]
+        if len(sizes) < 3 or min(sizes) < 1:
+            raise ValueError(f"sizes must list input, at least one hidden and output size "
+                             f"(all positive), got {sizes}")
+        if init_scale is not None and not init_scale > 0:
+            raise ValueError(f"init_scale must be positive, got {init_scale}")
+        self.phi, self.psi = _activation(activation), _activation(output_activation)
+        g = torch.Generator().manual_seed(seed)
+        scale = 1.0 if init_scale is None else init_scale
+        self.layers = nn.ModuleList()
+        for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
+            layer = nn.Module()
+            bound = scale / math.sqrt(fan_in)
+            layer.weight = _uniform(g, (fan_out, fan_in), bound)
+            if bias:
+                layer.bias = _uniform(g, (fan_out,), bound)
+            else:
+                layer.bias = None
+            self.layers.append(layer)
+        self.config = {"kind": "mlp", "sizes": sizes, "activation": activation, "bias": bias,
+                       "init_scale": init_scale, "seed": seed,
+                       "output_activation": output_activation}
+
+    @property
+    def hidden_sizes(self) -> tuple[int, ...]:
+        return tuple(layer.weight.shape[0] for layer in self.layers[:-1])
+
+    @staticmethod
+    def _affine(layer, z):
+        out = z @ layer.weight.T
+        return out if layer.bias is None else out + layer.bias
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor | None = None):
+        hidden, z = [], x
+        for layer in self.layers[:-1]:
+            z = self.phi(self._affine(layer, z))
+            hidden.append(z)
+        return tuple(hidden), self.psi(self._affine(self.layers[-1], z))
+
+
+class DeepLinear(MLP):
+    """Deep linear network without biases (REFERENCE.md B): sizes = [n_in, H_1, ..., n_out],
+    PyTorch's default init times ``init_scale`` (0.1 = the published small init)."""
+
+    def __init__(self, sizes: Sequence[int], init_scale: float = 0.1, seed: int = 0) -> None:
+        super().__init__(sizes, activation="linear", bias=False, init_scale=init_scale, seed=seed)
+        self.config = {"kind": "deep_linear", "sizes": list(sizes), "init_scale": init_scale,
+                       "seed": seed}

@@ -1,0 +1,137 @@
+"""Pattern sets: stimuli, task cues, targets and the per-pattern labels that become coordinates."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+
+@dataclass(frozen=True, eq=False)
+class PatternSet:
+    """A set of n training or probe patterns.
+
+    x: (n, n_stimulus) stimulus; c: (n, n_cues) task cue, or None where the environment has no
+    cues; y: (n, n_outputs) target. ``labels`` maps a name to a length-n numpy array per pattern
+    (task, k, input_dim, ...); each becomes a coordinate on the ``item`` dimension of results.
+    ``description`` records how the set was made (for provenance in result attributes).
+    Tensors are stored as float64 on the CPU; callers move them with :meth:`to`.
+    """
+
+    x: torch.Tensor
+    y: torch.Tensor
+    c: torch.Tensor | None = None
+    labels: Mapping[str, np.ndarray] = field(default_factory=dict)
+    description: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        n = self.x.shape[0]
+        if self.x.ndim != 2 or self.y.ndim != 2:
+            raise ValueError(
+                f"patterns need 2-D x and y (n, features); got x {tuple(self.x.shape)}, "
+                f"y {tuple(self.y.shape)}: reshape single inputs to (n, 1)"
+            )
+        if self.y.shape[0] != n or (self.c is not None and self.c.shape[0] != n):
+            raise ValueError(
+                f"x, c and y must have the same number of patterns; got x {self.x.shape[0]}, "
+                f"c {None if self.c is None else self.c.shape[0]}, y {self.y.shape[0]}"
+            )
+        for name, values in self.labels.items():
+            if len(values) != n:
+                raise ValueError(f"label {name!r} has {len(values)} entries for {n} patterns")
+        if not all(torch.isfinite(t).all() for t in (self.x, self.y) + self._cue()):
+            raise ValueError("patterns contain NaN or inf values: clean the data before use")
+
+    def _cue(self) -> tuple[torch.Tensor, ...]:
+        return () if self.c is None else (self.c,)
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+    @property
+    def n_stimulus(self) -> int:
+        return self.x.shape[1]
+
+    @property
+    def n_outputs(self) -> int:
+        return self.y.shape[1]
+
+    def __getitem__(self, index: int | slice | Sequence[int] | np.ndarray) -> PatternSet:
+        if isinstance(index, int):
+            index = [index]
+        index = np.arange(len(self))[index]
+        rows = torch.as_tensor(index, dtype=torch.long)
+        return PatternSet(
+            x=self.x[rows],
+            y=self.y[rows],
+            c=None if self.c is None else self.c[rows],
+            labels={name: np.asarray(v)[index] for name, v in self.labels.items()},
+            description={**self.description, "subset": len(index)},
+        )
+
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None):
+        """(x, c, y) as tensors on ``device`` with ``dtype`` (c is None without cues)."""
+        def move(t):
+            return None if t is None else t.to(device=device, dtype=dtype or t.dtype)
+
+        return move(self.x), move(self.c), move(self.y)
+
+    def coords(self) -> dict[str, tuple[str, np.ndarray]]:
+        """xarray coordinates on the ``item`` dimension: the item index plus every label."""
+        coords = {"item": ("item", np.arange(len(self)))}
+        coords.update({name: ("item", np.asarray(v)) for name, v in self.labels.items()})
+        return coords
+
+    def fingerprint(self) -> str:
+        """A short content hash, so a result can be traced to the exact patterns it used."""
+        digest = hashlib.sha256()
+        for t in (self.x, self.y) + self._cue():
+            digest.update(t.detach().cpu().to(torch.float64).numpy().tobytes())
+        return digest.hexdigest()[:16]
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-ready provenance: size, shapes, fingerprint and how the set was made."""
+        return {
+            "n": len(self),
+            "n_stimulus": self.n_stimulus,
+            "n_cues": 0 if self.c is None else self.c.shape[1],
+            "n_outputs": self.n_outputs,
+            "fingerprint": self.fingerprint(),
+            **dict(self.description),
+        }
+
+    @staticmethod
+    def concat(sets: Sequence[PatternSet]) -> PatternSet:
+        """Concatenate pattern sets with the same shapes; labels must have the same names."""
+        if not sets:
+            raise ValueError("concat needs at least one pattern set")
+        first = sets[0]
+        for other in sets[1:]:
+            if (other.n_stimulus, other.n_outputs) != (first.n_stimulus, first.n_outputs) or (
+                (other.c is None) != (first.c is None)
+            ):
+                raise ValueError("cannot concatenate pattern sets of different shapes")
+            if set(other.labels) != set(first.labels):
+                raise ValueError("cannot concatenate pattern sets with different label names")
+        return PatternSet(
+            x=torch.cat([s.x for s in sets]),
+            y=torch.cat([s.y for s in sets]),
+            c=None if first.c is None else torch.cat([s.c for s in sets]),
+            labels={k: np.concatenate([np.asarray(s.labels[k]) for s in sets]) for k in first.labels},
+            description={"concat": [dict(s.description) for s in sets]},
+        )
+
+
+def pattern_set(x, y, c=None, labels=None, description=None) -> PatternSet:
+    """Build a PatternSet from array-likes (stored as float64 CPU tensors)."""
+    def tensor(a):
+        return None if a is None else torch.as_tensor(np.asarray(a), dtype=torch.float64)
+
+    return PatternSet(
+        x=tensor(x), y=tensor(y), c=tensor(c), labels=dict(labels or {}),
+        description=dict(description or {}),
+    )

@@ -1,0 +1,165 @@
+"""Results as xarray Datasets (DESIGN.md section 7): the shared layout, provenance, netCDF I/O.
+
+Layout shared by the trainer and the forecaster, so any comparison is symmetric:
+  hidden(time, item, unit)         hidden representation; a ``layer`` dim (first) when the network
+                                   has several hidden layers (narrower layers padded with NaN)
+  output(time, item, output_unit)  network output on the probes
+  target(item, output_unit)        probe targets
+  loss(time)                       mean per-pattern loss on the current stage's training set
+  probe_loss(time)                 mean per-pattern loss on the probes
+  weights(time, parameter)         trainable weights theta (optional)
+Coordinates: ``time`` (global step) with ``stage``; ``item`` with the probe labels; ``unit``,
+``output_unit``; ``parameter`` with ``parameter_group``. (DESIGN.md calls the output dim
+``output``; xarray forbids a dimension named like the ``output`` variable, hence ``output_unit``.) Attributes: ``config`` (JSON), ``version``,
+``device``, ``dtype``, ``source`` ("actual" or "forecast").
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import xarray as xr
+
+from repkernel.patterns import PatternSet
+
+
+def package_version() -> str:
+    from repkernel import __version__
+
+    return __version__
+
+
+def checkpoint_steps(checkpoints: int | Sequence[int], total_steps: int) -> np.ndarray:
+    """Global steps at which to record: a count spread over [0, total_steps] (always including
+    step 0 and the last step) or explicit steps. Returns sorted unique int64 steps."""
+    if isinstance(checkpoints, (int, np.integer)):
+        if checkpoints < 1:
+            raise ValueError(f"checkpoints must be a positive count or a list of steps, "
+                             f"got {checkpoints}")
+        if checkpoints == 1:
+            return np.array([total_steps], dtype=np.int64)
+        steps = np.round(np.linspace(0, total_steps, int(checkpoints))).astype(np.int64)
+        return np.unique(steps)
+    steps = np.unique(np.asarray(list(checkpoints), dtype=np.int64))
+    if steps.size == 0 or steps[0] < 0 or steps[-1] > total_steps:
+        raise ValueError(f"checkpoint steps must lie in 0..{total_steps} (the curriculum's "
+                         f"total steps), got {list(checkpoints)}")
+    return steps
+
+
+def stack_hidden(hidden: Sequence[torch.Tensor]) -> np.ndarray:
+    """Per-layer (..., n, H_l) tensors -> (layer, ..., n, max H) array, NaN-padded."""
+    width = max(h.shape[-1] for h in hidden)
+    arrays = []
+    for h in hidden:
+        a = h.detach().cpu().numpy()
+        pad = [(0, 0)] * (a.ndim - 1) + [(0, width - a.shape[-1])]
+        arrays.append(np.pad(a, pad, constant_values=np.nan))
+    return np.stack(arrays)
+
+
+def representation_dataset(
+    hidden: Sequence[torch.Tensor],
+    output: torch.Tensor,
+    steps: np.ndarray,
+    probes: PatternSet,
+    leading_dims: tuple[str, ...] = ("time",),
+    leading_coords: dict[str, Any] | None = None,
+) -> xr.Dataset:
+    """Dataset with hidden(time, ..., item, unit) and output(time, ..., item, output_unit).
+
+    hidden: one (T, ..., n, H_l) tensor per hidden layer; output (T, ..., n, O). Extra leading
+    dims (e.g. ``readout``) follow ``time`` and are named in ``leading_dims``.
+    """
+    dims = (*leading_dims, "item")
+    stacked = stack_hidden(hidden)
+    if stacked.shape[0] == 1:
+        hidden_var = xr.Variable((*dims, "unit"), stacked[0])
+    else:
+        hidden_var = xr.Variable(("layer", *dims, "unit"), stacked)
+    coords = {
+        "time": ("time", np.asarray(steps, dtype=np.int64)),
+        "unit": ("unit", np.arange(stacked.shape[-1])),
+        "output_unit": ("output_unit", np.arange(output.shape[-1])),
+        **probes.coords(),
+        **(leading_coords or {}),
+    }
+    if stacked.shape[0] > 1:
+        coords["layer"] = ("layer", np.arange(stacked.shape[0]))
+    return xr.Dataset(
+        {
+            "hidden": hidden_var,
+            "output": ((*dims, "output_unit"), output.detach().cpu().numpy()),
+            "target": (("item", "output_unit"), probes.y.numpy()),
+        },
+        coords=coords,
+    )
+
+
+def provenance(config: dict[str, Any], device: torch.device | str, dtype: torch.dtype,
+               source: str) -> dict[str, str]:
+    """Attributes that trace a result to its run: configuration JSON, version, device, dtype."""
+    return {
+        "config": json.dumps(config, default=_json_default, sort_keys=True),
+        "version": package_version(),
+        "device": str(device),
+        "dtype": str(dtype).replace("torch.", ""),
+        "source": source,
+    }
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return str(value)
+
+
+def config_of(dataset: xr.Dataset) -> dict[str, Any]:
+    """The configuration a result was made with (parsed from its ``config`` attribute)."""
+    return json.loads(dataset.attrs.get("config", "{}"))
+
+
+def save(dataset: xr.Dataset, path: str | os.PathLike) -> Path:
+    """Write netCDF atomically: a temporary file in the same folder, then a rename, so no
+    half-written result file ever exists at ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        _netcdf_ready(dataset).to_netcdf(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _netcdf_ready(dataset: xr.Dataset) -> xr.Dataset:
+    """netCDF attributes cannot hold booleans or None: store them as strings/ints."""
+    def clean(attrs):
+        return {k: (int(v) if isinstance(v, bool) else "None" if v is None else v)
+                for k, v in attrs.items()}
+
+    out = dataset.copy()
+    out.attrs = clean(out.attrs)
+    for name in out.variables:
+        out[name].attrs = clean(out[name].attrs)
+    return out
+
+
+def load(path: str | os.PathLike) -> xr.Dataset:
+    """Read a result file fully into memory (the file is closed afterwards)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no result file at {path}")
+    return xr.load_dataset(path)
