@@ -11,6 +11,7 @@ networks that differ only in ``init_scale`` are the same draw scaled (as publish
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Sequence
 
@@ -107,6 +108,17 @@ class RepresentationNetwork(nn.Module):
         for name, value in self.unflatten(torch.as_tensor(theta)).items():
             params[name].copy_(value)
         return self
+
+
+def placed(network: RepresentationNetwork, device=None, dtype=None) -> RepresentationNetwork:
+    """``network`` on ``device`` with ``dtype`` (defaults: its own); a copy whenever it has to
+    move, so the caller's network is never modified."""
+    weight = next(iter(network.parameters()))
+    device = torch.device(device) if device is not None else weight.device
+    dtype = dtype or weight.dtype
+    if (weight.device, weight.dtype) == (device, dtype):
+        return network
+    return copy.deepcopy(network).to(device=device, dtype=dtype)
 
 
 class MultitaskNetwork(RepresentationNetwork):

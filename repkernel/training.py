@@ -11,20 +11,13 @@ import xarray as xr
 
 from repkernel.curriculum import Curriculum, Stage
 from repkernel.losses import batch_loss, pattern_loss
-from repkernel.networks import RepresentationNetwork
+from repkernel.networks import RepresentationNetwork, placed
 from repkernel.patterns import PatternSet
 from repkernel.results import checkpoint_steps, provenance, representation_dataset
 
 
 class DivergenceError(RuntimeError):
     """Training produced a NaN or infinite loss."""
-
-
-def prepare_network(network: RepresentationNetwork, device=None, dtype=None) -> RepresentationNetwork:
-    """A copy of ``network`` on ``device`` with ``dtype`` (defaults: the network's own)."""
-    weight = next(iter(network.parameters()))
-    device = torch.device(device) if device is not None else weight.device
-    return copy.deepcopy(network).to(device=device, dtype=dtype or weight.dtype)
 
 
 def _batches(stage: Stage, generator: torch.Generator):
@@ -52,13 +45,13 @@ def train(
     """Train a copy of ``network`` on ``curriculum`` and record it on ``probes``.
 
     Each update is theta <- theta - lr grad_theta L_batch (repkernel.curriculum). Records, at the
-    checkpoint steps (see results.checkpoint_steps): hidden(time, item, unit), output(time, item,
-    output_unit), loss(time), probe_loss(time), weights(time, parameter) when ``record_weights``, and
-    batch_loss(step), the loss of the batch used by each update (mean per pattern), before it.
+    checkpoint steps (see results.checkpoint_steps): hidden(time, item, unit), output(time,
+    item, output_unit), loss(time), probe_loss(time), weights(time, parameter) when
+    ``record_weights``, and batch_loss(step), the loss of the batch used by each update (mean per pattern), before it.
     ``progress(n)`` is called with the number of updates done after each one.
     Raises DivergenceError naming stage, step and learning rate if the loss becomes NaN or inf.
     """
-    net = prepare_network(network, device, dtype)
+    net = copy.deepcopy(placed(network, device, dtype))  # never train the caller's network
     weight = next(iter(net.parameters()))
     device, dtype = weight.device, weight.dtype
     params = list(net.trainable_parameters().values())
