@@ -1,0 +1,1 @@
+"""The repkernel command-line interface (installed as the ``repkernel_cli`` package)."""

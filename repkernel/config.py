@@ -1,0 +1,386 @@
+"""Run configurations: a validated TOML/dict schema that builds environment, network, curriculum
+and probes. Every problem in a configuration is reported at once, each with its location
+(``[section].key``), in one ConfigError.
+
+Sections (all keys optional unless said; defaults are the published main setup, REFERENCE.md C):
+  [environment] kind = "multitask" | "step_function" | "deep_linear_modes"
+                input_dims, features, output_dims, tasks ("all" or task indices)   (multitask)
+                n_train, n_test (step_function); n, singular_values, seed (deep_linear_modes)
+  [network]     kind = "multitask" | "mlp" | "deep_linear"; hidden, init_scale, bias, seed,
+                activation, initial_task_similarity (multitask); sizes, activation, bias,
+                init_scale, seed (mlp, deep_linear); trainable = "all" or weight-group names
+  [curriculum]  preset = "interleaved" | "blocked" | "single_then_concurrent" | "mixed" |
+                "dataset" (the environment's own training set); n, steps, lr, batch, reduction,
+                loss, seed, k_probs (single_then_concurrent), p and k (mixed)
+  [probes]      source = "sample" | "patterns" | "train" | "test"; n, k_probs, seed (sample);
+                k, stimuli, seed (patterns)
+  [run]         checkpoints, record_weights, device, dtype
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+
+try:
+    import tomllib
+except ImportError:  # Python 3.10
+    import tomli as tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from repkernel.curriculum import Curriculum, Stage
+from repkernel.environments import (
+    MultitaskEnvironment,
+    deep_linear_modes_task,
+    step_function_task,
+)
+from repkernel.losses import LOSSES, REDUCTIONS
+from repkernel.networks import ACTIVATIONS, MLP, DeepLinear, MultitaskNetwork
+from repkernel.patterns import PatternSet
+
+
+class ConfigError(ValueError):
+    """One or more problems in a configuration, each with its location."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("invalid configuration: " + "; ".join(problems))
+
+
+def _positive_int(v):
+    return isinstance(v, int) and not isinstance(v, bool) and v > 0
+
+
+def _non_negative_int(v):
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def _positive_number(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0
+
+
+def _number(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _one_of(*choices):
+    def check(v):
+        return v in choices
+    check.__doc__ = f"one of {list(choices)}"
+    return check
+
+
+def _int_or_list_of(check_item):
+    def check(v):
+        return check_item(v) or (isinstance(v, list) and len(v) > 0 and all(map(check_item, v)))
+    return check
+
+
+def _k_probs(v):
+    return isinstance(v, Mapping) and len(v) > 0 and all(
+        str(k).isdigit() and int(k) >= 1 and _number(p) and p >= 0 for k, p in v.items())
+
+
+def _tasks(v):
+    return v == "all" or (isinstance(v, list) and len(v) > 0 and all(map(_non_negative_int, v)))
+
+
+def _trainable(v):
+    return v == "all" or (isinstance(v, list) and len(v) > 0 and all(isinstance(s, str) for s in v))
+
+
+def _batch(v):
+    return v in ("full", "online") or _positive_int(v)
+
+
+def _sizes(v):
+    return isinstance(v, list) and len(v) >= 3 and all(map(_positive_int, v))
+
+
+def _stimuli(v):
+    return v == "all" or _positive_int(v)
+
+
+def _device(v):
+    try:
+        torch.device(v)
+    except (RuntimeError, TypeError):
+        return False
+    return True
+
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+# section -> key -> (default, check, what the value must be)
+Spec = dict[str, tuple[Any, Callable[[Any], bool], str]]
+SCHEMA: dict[str, Spec] = {
+    "environment": {
+        "kind": ("multitask", _one_of("multitask", "step_function", "deep_linear_modes"),
+                 "'multitask', 'step_function' or 'deep_linear_modes'"),
+        "input_dims": (4, _positive_int, "a positive integer"),
+        "features": (3, _positive_int, "a positive integer"),
+        "output_dims": (3, _positive_int, "a positive integer"),
+        "tasks": ("all", _tasks, "'all' or a list of task indices"),
+        "n_train": (6, _positive_int, "a positive integer"),
+        "n_test": (1000, _positive_int, "a positive integer"),
+        "n": (250, _positive_int, "a positive integer"),
+        "singular_values": ([90.0, 24.0, 7.0, 1.0],
+                            lambda v: isinstance(v, list) and len(v) > 0 and all(map(_number, v)),
+                            "a list of numbers"),
+        "seed": (0, _non_negative_int, "a non-negative integer"),
+    },
+    "network": {
+        "kind": ("multitask", _one_of("multitask", "mlp", "deep_linear"),
+                 "'multitask', 'mlp' or 'deep_linear'"),
+        "hidden": (200, _positive_int, "a positive integer"),
+        "init_scale": (0.1, _positive_number, "a positive number"),
+        "bias": (-2.0, lambda v: _number(v) or isinstance(v, bool), "a number (true/false for mlp)"),
+        "seed": (0, _non_negative_int, "a non-negative integer"),
+        "activation": ("sigmoid", _one_of(*ACTIVATIONS), f"one of {sorted(ACTIVATIONS)}"),
+        "initial_task_similarity": (None, lambda v: _number(v) and 0 <= v <= 1,
+                                    "a number in [0, 1]"),
+        "sizes": ([1, 100, 1], _sizes, "a list of at least 3 positive integers"),
+        "trainable": ("all", _trainable, "'all' or a list of weight-group names"),
+    },
+    "curriculum": {
+        "preset": ("interleaved", _one_of("interleaved", "blocked", "single_then_concurrent",
+                                          "mixed", "dataset"),
+                   "'interleaved', 'blocked', 'single_then_concurrent', 'mixed' or 'dataset'"),
+        "n": (500, _positive_int, "a positive integer"),
+        "steps": (2500, _int_or_list_of(_non_negative_int),
+                  "a non-negative integer or a list of them"),
+        "lr": (0.03, _int_or_list_of(_positive_number), "a positive number or a list of them"),
+        "batch": ("full", _batch, "'full', 'online' or a positive integer"),
+        "reduction": ("sum", _one_of(*REDUCTIONS), f"one of {list(REDUCTIONS)}"),
+        "loss": ("mse", _one_of(*LOSSES), f"one of {list(LOSSES)}"),
+        "seed": (0, _non_negative_int, "a non-negative integer"),
+        "k_probs": ({"1": 1 / 3, "2": 1 / 3, "3": 1 / 3}, _k_probs,
+                    "a table of task-set size -> probability"),
+        "p": (0.2, lambda v: _number(v) and 0 <= v <= 1, "a number in [0, 1]"),
+        "k": (2, _positive_int, "a positive integer"),
+    },
+    "probes": {
+        "source": ("sample", _one_of("sample", "patterns", "train", "test"),
+                   "'sample', 'patterns', 'train' or 'test'"),
+        "n": (500, _positive_int, "a positive integer"),
+        "k_probs": ({"1": 1.0}, _k_probs, "a table of task-set size -> probability"),
+        "k": ([1], _int_or_list_of(_positive_int), "a positive integer or a list of them"),
+        "stimuli": ("all", _stimuli, "'all' or a positive integer"),
+        "seed": (1, _non_negative_int, "a non-negative integer"),
+    },
+    "run": {
+        "checkpoints": (101, _int_or_list_of(_non_negative_int),
+                        "a positive count or a list of steps"),
+        "record_weights": (True, lambda v: isinstance(v, bool), "true or false"),
+        "device": ("cpu", _device, "a torch device such as 'cpu' or 'cuda:0'"),
+        "dtype": ("float64", _one_of(*DTYPES), f"one of {list(DTYPES)}"),
+    },
+}
+
+
+def merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """Deep-merge two nested dicts (override wins)."""
+    out = copy.deepcopy(dict(base))
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def validate(raw: Mapping[str, Any], schema: Mapping[str, Spec] = SCHEMA,
+             extra_sections: tuple[str, ...] = ()) -> dict[str, dict[str, Any]]:
+    """Check every key and value of ``raw``; return it completed with defaults.
+
+    Sections named in ``extra_sections`` are passed through unchecked (another layer checks them).
+    Raises ConfigError listing every problem with its ``[section].key`` location.
+    """
+    problems: list[str] = []
+    known = list(schema) + list(extra_sections)
+    for section in raw:
+        if section not in known:
+            problems.append(f"[{section}]: unknown section{_suggest(section, known)}")
+    resolved: dict[str, dict[str, Any]] = {}
+    for section, spec in schema.items():
+        given = raw.get(section, {})
+        if not isinstance(given, Mapping):
+            problems.append(f"[{section}]: must be a table")
+            continue
+        for key in given:
+            if key not in spec:
+                problems.append(f"[{section}].{key}: unknown key{_suggest(key, list(spec))}")
+        values = {}
+        for key, (default, check, what) in spec.items():
+            value = given.get(key, default)
+            if key in given and not check(value):
+                problems.append(f"[{section}].{key}: must be {what}, got {value!r}")
+            values[key] = value
+        resolved[section] = values
+    for section in extra_sections:
+        if section in raw:
+            resolved[section] = dict(raw[section])
+    if problems:
+        raise ConfigError(problems)
+    return resolved
+
+
+def _suggest(name: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(name, choices, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(choices)})"
+
+
+def load_toml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no configuration file at {path}")
+    try:
+        return tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError([f"{path}: not valid TOML ({error})"]) from None
+
+
+@dataclass
+class Setup:
+    """Everything a run needs, built from a validated configuration."""
+
+    config: dict[str, dict[str, Any]]
+    environment: Any
+    network: Any
+    curriculum: Curriculum
+    probes: PatternSet
+    train_set: PatternSet | None
+    test_set: PatternSet | None
+
+    @property
+    def device(self) -> torch.device:
+        return torch.device(self.config["run"]["device"])
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return DTYPES[self.config["run"]["dtype"]]
+
+    @property
+    def checkpoints(self):
+        return self.config["run"]["checkpoints"]
+
+
+def _per_stage(value, n_stages: int, location: str) -> list:
+    values = value if isinstance(value, list) else [value] * n_stages
+    if len(values) != n_stages:
+        raise ConfigError([f"{location}: needs {n_stages} entries (one per stage), "
+                           f"got {len(values)}"])
+    return values
+
+
+def build(raw: Mapping[str, Any], extra_sections: tuple[str, ...] = ()) -> Setup:
+    """Validate ``raw`` and build environment, network, curriculum and probes from it."""
+    cfg = validate(raw, extra_sections=extra_sections)
+    env_cfg, net_cfg, cur_cfg, probe_cfg = (cfg[s] for s in ("environment", "network",
+                                                             "curriculum", "probes"))
+    train_set = test_set = None
+    if env_cfg["kind"] == "multitask":
+        env = MultitaskEnvironment(
+            env_cfg["input_dims"], env_cfg["features"], env_cfg["output_dims"],
+            None if env_cfg["tasks"] == "all" else env_cfg["tasks"])
+    elif env_cfg["kind"] == "step_function":
+        env = None
+        train_set, test_set = step_function_task(env_cfg["n_train"], env_cfg["n_test"])
+    else:
+        env = None
+        train_set = test_set = deep_linear_modes_task(
+            env_cfg["n"], env_cfg["singular_values"], seed=env_cfg["seed"])
+
+    problems = []
+    if (env is None) != (net_cfg["kind"] != "multitask"):
+        problems.append(f"[network].kind: {net_cfg['kind']!r} does not fit environment "
+                        f"{env_cfg['kind']!r}: use 'multitask' with the multitask environment and "
+                        f"'mlp' or 'deep_linear' otherwise")
+    if (env is None) != (cur_cfg["preset"] == "dataset"):
+        problems.append(f"[curriculum].preset: {cur_cfg['preset']!r} does not fit environment "
+                        f"{env_cfg['kind']!r}: use 'dataset' exactly for the fixed test cases")
+    if env is None and probe_cfg["source"] in ("sample", "patterns"):
+        problems.append(f"[probes].source: {probe_cfg['source']!r} needs the multitask environment;"
+                        f" use 'train' or 'test' for the fixed test cases")
+    if env is not None and probe_cfg["source"] == "test":
+        problems.append("[probes].source: the multitask environment has no fixed test set; use "
+                        "'sample' (held-out patterns) or 'patterns'")
+    if problems:
+        raise ConfigError(problems)
+
+    with _default_dtype(DTYPES[cfg["run"]["dtype"]]):
+        network = _build_network(net_cfg, env)
+    curriculum = _build_curriculum(cur_cfg, env, train_set)
+    if probe_cfg["source"] == "sample":
+        probes = env.sample(probe_cfg["n"], _k_probs_dict(probe_cfg["k_probs"]),
+                            seed=probe_cfg["seed"])
+    elif probe_cfg["source"] == "patterns":
+        probes = env.patterns(probe_cfg["k"], probe_cfg["stimuli"], seed=probe_cfg["seed"])
+    elif probe_cfg["source"] == "train":
+        probes = curriculum.stages[0].patterns if train_set is None else train_set
+    else:
+        probes = test_set
+    return Setup(cfg, env, network, curriculum, probes, train_set, test_set)
+
+
+class _default_dtype:
+    def __init__(self, dtype):
+        self.dtype = dtype
+
+    def __enter__(self):
+        self.saved = torch.get_default_dtype()
+        torch.set_default_dtype(self.dtype)
+
+    def __exit__(self, *exc):
+        torch.set_default_dtype(self.saved)
+
+
+def _k_probs_dict(table: Mapping) -> dict[int, float]:
+    return {int(k): float(p) for k, p in table.items()}
+
+
+def _build_network(cfg: dict[str, Any], env):
+    if cfg["kind"] == "multitask":
+        net = MultitaskNetwork(env, hidden=cfg["hidden"], init_scale=cfg["init_scale"],
+                               bias=float(cfg["bias"]), seed=cfg["seed"],
+                               activation=cfg["activation"],
+                               initial_task_similarity=cfg["initial_task_similarity"])
+    elif cfg["kind"] == "mlp":
+        net = MLP(cfg["sizes"], activation=cfg["activation"], bias=bool(cfg["bias"]),
+                  init_scale=cfg["init_scale"], seed=cfg["seed"])
+    else:
+        net = DeepLinear(cfg["sizes"], init_scale=cfg["init_scale"], seed=cfg["seed"])
+    return net.set_trainable(cfg["trainable"])
+
+
+def _build_curriculum(cfg: dict[str, Any], env, train_set) -> Curriculum:
+    preset = cfg["preset"]
+    options = {"batch": cfg["batch"], "reduction": cfg["reduction"], "loss": cfg["loss"]}
+    if preset == "single_then_concurrent":
+        steps = _per_stage(cfg["steps"], 2, "[curriculum].steps")
+        lrs = _per_stage(cfg["lr"], 2, "[curriculum].lr")
+        return Curriculum.single_then_concurrent(env, cfg["n"], steps, lrs,
+                                                 _k_probs_dict(cfg["k_probs"]), cfg["seed"],
+                                                 **options)
+    steps = _single(cfg["steps"], "[curriculum].steps")
+    lr = _single(cfg["lr"], "[curriculum].lr")
+    if preset == "dataset":
+        return Curriculum((Stage(train_set, steps, lr, name="dataset", **options),))
+    if preset == "interleaved":
+        return Curriculum.interleaved(env, cfg["n"], steps, lr, cfg["seed"], **options)
+    if preset == "blocked":
+        return Curriculum.blocked(env, cfg["n"], steps, lr, cfg["seed"], **options)
+    return Curriculum.mixed(env, cfg["n"], steps, lr, cfg["p"], cfg["k"], cfg["seed"], **options)
+
+
+def _single(value, location: str):
+    if isinstance(value, list):
+        if len(value) != 1:
+            raise ConfigError([f"{location}: this preset has one stage, give one value"])
+        return value[0]
+    return value
