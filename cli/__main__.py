@@ -1,0 +1,3 @@
+from repkernel_cli.app import main
+
+main()

@@ -1,0 +1,127 @@
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+
+import repkernel as rk
+from repkernel import Curriculum, MultitaskEnvironment, MultitaskNetwork, Stage
+
+
+@pytest.fixture(scope="module")
+def setup():
+    env = MultitaskEnvironment(3, 3)
+    torch.set_default_dtype(torch.float64)
+    net = MultitaskNetwork(env, hidden=30, init_scale=0.1)
+    curriculum = Curriculum.interleaved(env, 120, 300, 0.05, reduction="sum")
+    probes = env.patterns(k=1, stimuli=6)
+    return env, net, curriculum, probes
+
+
+def test_records_at_the_right_steps_and_layout(setup):
+    env, net, curriculum, probes = setup
+    ds = rk.train(net, curriculum, probes, checkpoints=7)
+    assert ds.time.values.tolist() == [0, 50, 100, 150, 200, 250, 300]
+    assert ds.hidden.dims == ("time", "item", "unit")
+    assert ds.output.dims == ("time", "item", "output_unit")
+    assert ds.weights.shape == (7, net.n_parameters)
+    assert ds.attrs["source"] == "actual" and ds.attrs["dtype"] == "float64"
+    assert rk.config_of(ds)["network"]["hidden"] == 30
+    assert (ds.task.values == probes.labels["task"]).all()
+    explicit = rk.train(net, curriculum, probes, checkpoints=[0, 3, 300], record_weights=False)
+    assert explicit.time.values.tolist() == [0, 3, 300] and "weights" not in explicit
+
+
+def test_recorded_state_matches_the_network_at_those_weights(setup):
+    env, net, curriculum, probes = setup
+    ds = rk.train(net, curriculum, probes, checkpoints=3)
+    start = net.flat_parameters().clone()
+    assert np.allclose(ds.weights.isel(time=0), start.numpy())
+    trained = MultitaskNetwork(env, hidden=30).load_flat_parameters(
+        torch.as_tensor(ds.weights.isel(time=-1).values))
+    (h,), f = trained.represent(probes)
+    assert np.allclose(ds.hidden.isel(time=-1), h.detach().numpy())
+    assert np.allclose(ds.output.isel(time=-1), f.detach().numpy())
+    assert torch.equal(net.flat_parameters(), start), "the caller's network must not change"
+
+
+def test_full_batch_step_is_plain_gradient_descent(setup):
+    env, net, curriculum, probes = setup
+    stage = Stage(curriculum.stages[0].patterns, 1, 0.05, reduction="mean")
+    ds = rk.train(net, Curriculum((stage,)), probes, checkpoints=[0, 1])
+    theta = net.flat_parameters().clone().requires_grad_(True)
+    from repkernel.kernels import network_function
+
+    fn, _ = network_function(net)
+    x, c, y = stage.patterns.to()
+    loss = 0.5 * ((fn(theta, x, c)[1] - y) ** 2).sum(1).mean()
+    (grad,) = torch.autograd.grad(loss, theta)
+    assert np.allclose(ds.weights.isel(time=1), (theta - 0.05 * grad).detach().numpy())
+    assert np.isclose(ds.batch_loss.values[0], loss.item())
+
+
+def test_loss_decreases_on_default_multitask_setup(setup):
+    env, net, curriculum, probes = setup
+    ds = rk.train(net, curriculum, probes, checkpoints=4)
+    assert ds.loss.values[-1] < 0.5 * ds.loss.values[0]
+    assert ds.probe_loss.values[-1] < ds.probe_loss.values[0]
+
+
+def test_determinism_and_minibatch_policies(setup):
+    env, net, curriculum, probes = setup
+    patterns = curriculum.stages[0].patterns
+    for batch in (10, "online"):
+        cur = Curriculum((Stage(patterns, 40, 0.1, batch=batch, seed=5),))
+        a = rk.train(net, cur, probes, checkpoints=3)
+        b = rk.train(net, cur, probes, checkpoints=3)
+        xr.testing.assert_identical(a, b)
+        assert np.isfinite(a.batch_loss).all()
+
+
+def test_multi_stage_curriculum_stage_coordinate():
+    env = MultitaskEnvironment(3, 2)
+    net = MultitaskNetwork(env, hidden=12)
+    cur = Curriculum.single_then_concurrent(env, 40, steps=(20, 30), lr=0.1)
+    ds = rk.train(net, cur, env.patterns(k=(1, 2)), checkpoints=[0, 10, 20, 21, 50])
+    assert ds.stage.values.tolist() == [0, 0, 0, 1, 1]
+    assert set(ds.k.values) == {1, 2}
+
+
+def test_divergence_names_stage_step_and_rate():
+    net = rk.DeepLinear([2, 3, 1], init_scale=1.0)
+    data = rk.pattern_set(torch.randn(8, 2), torch.randn(8, 1))
+    cur = Curriculum((Stage(data, 200, 50.0, name="warmup"),))
+    with pytest.raises(rk.DivergenceError, match=r"stage 0 \(warmup\) at step \d+ .*rate 50.0"):
+        rk.train(net, cur, data, checkpoints=5)
+
+
+def test_several_hidden_layers_get_a_layer_dim():
+    net = rk.MLP([2, 4, 3, 1], activation="tanh")
+    data = rk.pattern_set(torch.randn(5, 2), torch.randn(5, 1))
+    ds = rk.train(net, Curriculum((Stage(data, 4, 0.1),)), data, checkpoints=2)
+    assert ds.hidden.dims == ("layer", "time", "item", "unit")
+    assert ds.hidden.sizes["unit"] == 4 and np.isnan(ds.hidden.sel(layer=1, unit=3)).all()
+
+
+def test_float32_and_device_follow_the_caller(setup):
+    env, net, curriculum, probes = setup
+    ds = rk.train(net, curriculum, probes, checkpoints=2, dtype=torch.float32, device="cpu")
+    assert ds.hidden.dtype == np.float32 and ds.attrs["dtype"] == "float32"
+    assert next(net.parameters()).dtype == torch.float64
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(steps=-1, lr=0.1), "steps"),
+    (dict(steps=5, lr=float("nan")), "lr"),
+    (dict(steps=5, lr=0.1, batch=0), "batch"),
+    (dict(steps=5, lr=0.1, reduction="avg"), "reduction"),
+    (dict(steps=5, lr=0.1, loss="hinge"), "loss"),
+])
+def test_bad_stage_arguments(setup, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        Stage(setup[2].stages[0].patterns, **kwargs)
+
+
+def test_bad_checkpoints(setup):
+    env, net, curriculum, probes = setup
+    with pytest.raises(ValueError, match="checkpoint"):
+        rk.train(net, curriculum, probes, checkpoints=[0, 10_000])
