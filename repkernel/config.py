@@ -11,6 +11,7 @@ Sections (all keys optional unless said; defaults are the published main setup, 
                 init_scale, seed (mlp, deep_linear); trainable = "all" or weight-group names
   [curriculum]  preset = "interleaved" | "blocked" | "single_then_concurrent" | "mixed" |
                 "dataset" (the environment's own training set); n, steps, lr, batch, reduction,
+                (blocked splits the n patterns and the steps evenly over the tasks)
                 loss, seed, k_probs (single_then_concurrent), p and k (mixed)
   [probes]      source = "sample" | "patterns" | "train" | "test"; n, k_probs, seed (sample);
                 k, stimuli, seed (patterns)
@@ -218,7 +219,7 @@ def validate(raw: Mapping[str, Any], schema: Mapping[str, Spec] = SCHEMA,
         values = {}
         for key, (default, check, what) in spec.items():
             value = given.get(key, default)
-            if key in given and not check(value):
+            if key in given and not (value is None and default is None) and not check(value):
                 problems.append(f"[{section}].{key}: must be {what}, got {value!r}")
             values[key] = value
         resolved[section] = values
@@ -373,8 +374,10 @@ def _build_curriculum(cfg: dict[str, Any], env, train_set) -> Curriculum:
         return Curriculum((Stage(train_set, steps, lr, name="dataset", **options),))
     if preset == "interleaved":
         return Curriculum.interleaved(env, cfg["n"], steps, lr, cfg["seed"], **options)
-    if preset == "blocked":
-        return Curriculum.blocked(env, cfg["n"], steps, lr, cfg["seed"], **options)
+    if preset == "blocked":  # the same total patterns and steps, split evenly over the tasks
+        n_tasks = len(env.tasks)
+        return Curriculum.blocked(env, max(1, cfg["n"] // n_tasks), max(1, steps // n_tasks), lr,
+                                  cfg["seed"], **options)
     return Curriculum.mixed(env, cfg["n"], steps, lr, cfg["p"], cfg["k"], cfg["seed"], **options)
 
 

@@ -1,0 +1,351 @@
+"""Studies: a validated TOML that sweeps run configurations, computes forecast and actual for every
+sweep cell, and combines the cells into one result with the sweep dims.
+
+A study file holds the run sections of repkernel.config ([environment], [network], [curriculum],
+[probes], [run]) plus:
+  [study]     name, claim (the published or new claim it tests), figure (what it reproduces),
+              compute = any of "kernel", "train", "forecast", "compare", "evaluate"
+  [sweep]     "section.key" = [values, ...]: the grid (cartesian product), e.g.
+              "network.init_scale" = [0.1, 1.0], "network.seed" = [0, 1, 2]
+  [forecast]  time, relinearize, readout (arguments of repkernel.forecast)
+  [evaluate]  k, stimuli (arguments of repkernel.evaluate_multitask)
+  [kernel]    n_eigenvectors
+  [plots]     kinds (figures the runner renders from the combined result), times
+  [smoke]     "section.key" = value overrides for a reduced size (``smoke=True``), including
+              "sweep.<section.key>" to shrink the grid
+
+Each cell's result is an xarray DataTree (groups actual, forecast, compare, multitask, kernel)
+written atomically to ``cells/<cell name>.nc``; finished cells are skipped on re-runs, so a crashed
+or interrupted sweep resumes without recomputing anything.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+import os
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from repkernel import config as configuration
+from repkernel.config import SCHEMA, ConfigError, Spec, _one_of, _positive_int
+from repkernel.results import package_version
+
+COMPUTE = ("kernel", "train", "forecast", "compare", "evaluate")
+PLOT_KINDS = ("loss", "rsm", "task-similarity", "fidelity", "multitask", "kernel-eigenvectors")
+
+
+def _list_of(choices):
+    def check(v):
+        return isinstance(v, list) and all(x in choices for x in v)
+    return check
+
+
+STUDY_SCHEMA: dict[str, Spec] = {
+    "study": {
+        "name": ("study", lambda v: isinstance(v, str) and v != "", "a non-empty string"),
+        "claim": ("", lambda v: isinstance(v, str), "a string"),
+        "figure": ("", lambda v: isinstance(v, str), "a string"),
+        "compute": (["train", "forecast", "compare", "evaluate"], _list_of(COMPUTE),
+                    f"a list drawn from {list(COMPUTE)}"),
+    },
+    "forecast": {
+        "time": ("discrete", _one_of("discrete", "continuous"), "'discrete' or 'continuous'"),
+        "relinearize": (1, _positive_int, "a positive integer"),
+        "readout": (["linear", "network"], _list_of(("linear", "network")),
+                    "a list drawn from ['linear', 'network']"),
+    },
+    "evaluate": {
+        "k": ([1, 2, 3], lambda v: isinstance(v, list) and v and all(map(_positive_int, v)),
+              "a list of positive integers"),
+        "stimuli": ("all", lambda v: v == "all" or _positive_int(v), "'all' or a positive integer"),
+    },
+    "kernel": {
+        "n_eigenvectors": (3, _positive_int, "a positive integer"),
+    },
+    "plots": {
+        "kinds": (["loss", "fidelity", "task-similarity", "multitask"], _list_of(PLOT_KINDS),
+                  f"a list drawn from {list(PLOT_KINDS)}"),
+        "times": ([], lambda v: isinstance(v, list) and all(map(configuration._non_negative_int, v)),
+                  "a list of steps (empty: first, middle and last checkpoint)"),
+    },
+}
+FULL_SCHEMA = {**SCHEMA, **STUDY_SCHEMA}
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One point of the sweep grid: its coordinates and its complete run configuration."""
+
+    name: str
+    coords: dict[str, Any]
+    config: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Study:
+    """A validated study: the resolved configuration and its sweep grid."""
+
+    config: dict[str, dict[str, Any]]
+    sweep: dict[str, list]
+
+    @property
+    def name(self) -> str:
+        return self.config["study"]["name"]
+
+    def cells(self) -> list[Cell]:
+        keys = list(self.sweep)
+        cells = []
+        for values in itertools.product(*(self.sweep[k] for k in keys)):
+            coords = {_dim(k): _coordinate(v) for k, v in zip(keys, values)}
+            cell_config = copy.deepcopy(self.config)
+            for key, value in zip(keys, values):
+                section, name = key.split(".")
+                cell_config[section][name] = value
+            label = ",".join(f"{_dim(k)}={_label(v)}" for k, v in zip(keys, values)) or "single"
+            cells.append(Cell(label, coords, cell_config))
+        return cells
+
+
+def _dim(key: str) -> str:
+    return key.split(".", 1)[1]
+
+
+def _coordinate(value):
+    """Sweep values become coordinates: scalars as they are, lists and tables as JSON text."""
+    return json.dumps(value) if isinstance(value, (list, dict)) else value
+
+
+def _label(value) -> str:
+    return json.dumps(value) if isinstance(value, (list, dict)) else str(value)
+
+
+def _dotted(table: Mapping[str, Any], where: str, problems: list[str]) -> dict[str, Any]:
+    """Check "section.key" entries against the run schema; return those that are valid."""
+    valid = {}
+    for key, value in table.items():
+        parts = key.split(".")
+        if len(parts) != 2 or parts[0] not in FULL_SCHEMA or parts[1] not in FULL_SCHEMA[parts[0]]:
+            problems.append(f"[{where}].{key}: not a 'section.key' of the configuration")
+            continue
+        valid[key] = value
+    return valid
+
+
+def load_study(source: str | os.PathLike | Mapping[str, Any] | None = None,
+               smoke: bool = False, overrides: Mapping[str, Any] | None = None) -> Study:
+    """Validate a study (a TOML path, a dict, or None for the embedded default study).
+
+    ``smoke=True`` applies the study's [smoke] overrides; ``overrides`` ("section.key" -> value,
+    e.g. {"run.device": "cuda"}) are applied last. Every problem is reported at once in a
+    ConfigError with its location.
+    """
+    if source is None:
+        raw = configuration.tomllib.loads(
+            resources.files("repkernel").joinpath("default_study.toml").read_text())
+    elif isinstance(source, Mapping):
+        raw = copy.deepcopy(dict(source))
+    else:
+        raw = configuration.load_toml(source)
+    problems: list[str] = []
+    sweep_raw = raw.pop("sweep", {})
+    smoke_raw = raw.pop("smoke", {})
+    if not isinstance(sweep_raw, Mapping) or not isinstance(smoke_raw, Mapping):
+        raise ConfigError(["[sweep] and [smoke] must be tables"])
+    for key, value in [*(smoke_raw.items() if smoke else ()), *(overrides or {}).items()]:
+        if key.startswith("sweep."):
+            sweep_raw = {**sweep_raw, key[len("sweep."):]: value}
+        else:
+            section, _, name = key.partition(".")
+            raw.setdefault(section, {})[name] = value
+    sweep = _dotted(sweep_raw, "sweep", problems)
+    _dotted({k: v for k, v in smoke_raw.items() if not k.startswith("sweep.")}, "smoke",
+            problems)
+    try:
+        resolved = configuration.validate(raw, FULL_SCHEMA)
+    except ConfigError as error:
+        problems = error.problems + problems
+        resolved = None
+    for key, values in sweep.items():
+        if not isinstance(values, list) or not values:
+            problems.append(f"[sweep].{key}: must be a non-empty list of values")
+            continue
+        section, name = key.split(".")
+        _, check, what = FULL_SCHEMA[section][name]
+        for i, value in enumerate(values):
+            if not check(value):
+                problems.append(f"[sweep].{key}[{i}]: must be {what}, got {value!r}")
+    if problems:
+        raise ConfigError(problems)
+    study = Study(resolved, {k: list(v) for k, v in sweep.items()})
+    build_cell(study.cells()[0])  # impossible combinations fail now, not mid-sweep
+    return study
+
+
+def build_cell(cell: Cell) -> configuration.Setup:
+    run_sections = {k: v for k, v in cell.config.items() if k in SCHEMA}
+    return configuration.build(run_sections)
+
+
+def run_cell(cell: Cell, progress: Callable[[int], None] | None = None) -> xr.DataTree:
+    """Compute one cell: the study's ``compute`` list, as a DataTree of result groups.
+
+    Groups: ``actual`` (repkernel.train), ``forecast`` (repkernel.forecast), ``compare`` (forecast
+    versus actual per readout), ``multitask`` (scores of actual and forecast along ``source``),
+    ``kernel`` (the t = 0 eigen-analysis). A pure function of the cell, so it runs anywhere.
+    """
+    from repkernel import training
+
+    setup = build_cell(cell)
+    compute = cell.config["study"]["compute"]
+    run = dict(checkpoints=setup.checkpoints, device=setup.device, dtype=setup.dtype)
+    groups: dict[str, xr.Dataset] = {}
+    if "kernel" in compute:
+        from repkernel.kernels import kernel_eigenvectors
+
+        groups["kernel"] = kernel_eigenvectors(
+            setup.network, setup.probes, setup.curriculum.stages[0],
+            n_eigenvectors=cell.config["kernel"]["n_eigenvectors"]).to_dataset()
+    if "train" in compute or "evaluate" in compute or "compare" in compute:
+        groups["actual"] = training.train(setup.network, setup.curriculum, setup.probes,
+                                          progress=progress, **run)
+    if "forecast" in compute or "compare" in compute:
+        from repkernel import forecast as forecasting
+
+        options = cell.config["forecast"]
+        groups["forecast"] = forecasting.forecast(
+            setup.network, setup.curriculum, setup.probes, time=options["time"],
+            readout=tuple(options["readout"]), relinearize=options["relinearize"], **run)
+    if "compare" in compute:
+        from repkernel.similarity import compare
+
+        groups["compare"] = compare(groups["forecast"], groups["actual"])
+    if "evaluate" in compute and setup.environment is not None:
+        from repkernel.multitask import evaluate_multitask
+
+        options = cell.config["evaluate"]
+        scores = [evaluate_multitask(groups[source], setup.environment, k=tuple(options["k"]),
+                                     stimuli=options["stimuli"], network=setup.network)
+                  for source in ("actual", "forecast") if source in groups]
+        groups["multitask"] = xr.concat(scores, dim="source", coords="minimal",
+                                        compat="override", combine_attrs="drop_conflicts")
+    attrs = {"study": cell.config["study"]["name"], "cell": cell.name,
+             "cell_coords": json.dumps(cell.coords), "version": package_version(),
+             "config": json.dumps(cell.config, sort_keys=True, default=str)}
+    return xr.DataTree.from_dict({"/": xr.Dataset(attrs=attrs), **{f"/{k}": v
+                                                                    for k, v in groups.items()}})
+
+
+def save_tree(tree: xr.DataTree, path: str | os.PathLike) -> Path:
+    """Write a DataTree as netCDF atomically (temporary file in the same folder, then rename)."""
+    from repkernel.results import _netcdf_ready
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        tree.map_over_datasets(_netcdf_ready).to_netcdf(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_tree(path: str | os.PathLike) -> xr.DataTree:
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no result file at {path}")
+    with xr.open_datatree(path) as tree:
+        return tree.load()
+
+
+def cell_path(out: Path, cell: Cell) -> Path:
+    safe = cell.name.replace("/", "_").replace(" ", "")
+    return out / "cells" / f"{safe}.nc"
+
+
+def _compute_and_save(cell: Cell, out: Path) -> str:
+    save_tree(run_cell(cell), cell_path(out, cell))
+    return cell.name
+
+
+def run_study(
+    study: Study,
+    out: str | os.PathLike,
+    workers: int = 0,
+    scheduler: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> xr.DataTree:
+    """Run every unfinished cell of ``study`` into ``out`` and return the combined result.
+
+    ``workers=0`` runs serially in this process; ``workers=N`` starts a local Dask cluster of N
+    single-threaded workers; ``scheduler`` submits to an existing Dask distributed cluster
+    (workers need this package and a file system shared with ``out``). ``progress(done, total)``
+    is called as cells finish. The combined DataTree (``combined.nc``) has the sweep dims.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "study.json").write_text(json.dumps(
+        {"config": study.config, "sweep": study.sweep}, indent=2, default=str))
+    cells = study.cells()
+    todo = [cell for cell in cells if not cell_path(out, cell).exists()]
+    done = len(cells) - len(todo)
+    if progress:
+        progress(done, len(cells))
+    if todo and (workers or scheduler):
+        from dask.distributed import Client, LocalCluster, as_completed
+
+        cluster = None if scheduler else LocalCluster(
+            n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
+        with Client(scheduler or cluster) as client:
+            futures = client.map(_compute_and_save, todo, out=out, pure=False)
+            for future in as_completed(futures):
+                future.result()
+                done += 1
+                if progress:
+                    progress(done, len(cells))
+        if cluster is not None:
+            cluster.close()
+    else:
+        for cell in todo:
+            _compute_and_save(cell, out)
+            done += 1
+            if progress:
+                progress(done, len(cells))
+    combined = combine(study, out)
+    save_tree(combined, out / "combined.nc")
+    return combined
+
+
+def combine(study: Study, out: str | os.PathLike) -> xr.DataTree:
+    """Stack every cell's groups along the sweep dims (one new dim per swept key)."""
+    out = Path(out)
+    cells = study.cells()
+    trees = [load_tree(cell_path(out, cell)) for cell in cells]
+    dims = [_dim(k) for k in study.sweep]
+    groups = {}
+    for group in trees[0].children:
+        datasets = []
+        for cell, tree in zip(cells, trees):
+            ds = tree[group].to_dataset()
+            datasets.append(ds.expand_dims({d: [cell.coords[d]] for d in dims}))
+        groups[f"/{group}"] = (xr.combine_by_coords(datasets, combine_attrs="drop_conflicts")
+                               if dims else datasets[0])
+    attrs = {"study": study.name, "sweep": json.dumps(study.sweep),
+             "config": json.dumps(study.config, sort_keys=True, default=str),
+             "version": package_version()}
+    return xr.DataTree.from_dict({"/": xr.Dataset(attrs=attrs), **groups})
+
+
+def sweep_values(study: Study) -> Sequence[np.ndarray]:
+    return [np.asarray(v) for v in study.sweep.values()]

@@ -1,0 +1,104 @@
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import xarray as xr
+
+from repkernel import studies
+from repkernel.config import ConfigError
+
+TINY = {
+    "study": {"name": "tiny", "compute": ["train"]},
+    "environment": {"input_dims": 2, "output_dims": 2, "features": 2},
+    "network": {"hidden": 6},
+    "curriculum": {"n": 12, "steps": 8, "lr": 0.1},
+    "probes": {"source": "patterns", "k": [1]},
+    "run": {"checkpoints": 3},
+    "sweep": {"network.init_scale": [0.1, 1.0], "network.seed": [0, 1]},
+}
+
+
+def test_sweep_cells_are_the_cartesian_grid():
+    study = studies.load_study(TINY)
+    cells = study.cells()
+    assert [c.name for c in cells] == ["init_scale=0.1,seed=0", "init_scale=0.1,seed=1",
+                                       "init_scale=1.0,seed=0", "init_scale=1.0,seed=1"]
+    assert cells[3].config["network"]["init_scale"] == 1.0
+    assert cells[3].config["network"]["seed"] == 1
+
+
+def test_study_problems_reported_at_once_with_location():
+    raw = {**TINY, "sweep": {"network.init_scal": [1.0], "network.hidden": [10, -3]},
+           "study": {"name": "x", "compute": ["train", "dance"]}, "plots": {"colour": 1}}
+    with pytest.raises(ConfigError) as info:
+        studies.load_study(raw)
+    text = str(info.value)
+    for where in ("[sweep].network.init_scal", "[sweep].network.hidden[1]", "[study].compute",
+                  "[plots].colour"):
+        assert where in text
+
+
+def test_smoke_overrides_and_embedded_default():
+    default = studies.load_study()
+    smoke = studies.load_study(smoke=True)
+    assert default.name == "default" and len(default.cells()) == 2
+    assert smoke.config["network"]["hidden"] < default.config["network"]["hidden"]
+
+
+@pytest.mark.parametrize("path", sorted(Path(__file__).parents[1].glob("studies/*.toml")),
+                         ids=lambda p: p.stem)
+def test_every_study_file_validates(path):
+    study = studies.load_study(path, smoke=True)
+    assert study.config["study"]["claim"], "each study states the claim it tests"
+
+
+def test_run_combine_and_resume(tmp_path):
+    study = studies.load_study(TINY)
+    combined = studies.run_study(study, tmp_path)
+    hidden = combined["actual"]["hidden"]
+    assert hidden.sizes["init_scale"] == 2 and hidden.sizes["seed"] == 2
+    assert hidden.sizes["time"] == 3
+    files = sorted((tmp_path / "cells").glob("*.nc"))
+    assert len(files) == 4
+    stamps = {f: f.stat().st_mtime_ns for f in files}
+    studies.run_study(study, tmp_path)  # everything finished: nothing is recomputed
+    assert {f: f.stat().st_mtime_ns for f in files} == stamps
+    with xr.open_datatree(tmp_path / "combined.nc") as back:
+        assert back["actual"]["hidden"].sizes == hidden.sizes
+
+
+def test_killed_sweep_resumes_without_recomputing(tmp_path):
+    """SIGKILL a sweep after its first cell is written; the re-run completes the rest only."""
+    raw = {**TINY, "curriculum": {"n": 12, "steps": 4000, "lr": 0.1},
+           "sweep": {"network.seed": [0, 1, 2]}}
+    script = ("import sys, json; from repkernel import studies; "
+              "studies.run_study(studies.load_study(json.loads(sys.argv[1])), sys.argv[2])")
+    import json
+
+    proc = subprocess.Popen([sys.executable, "-c", script, json.dumps(raw), str(tmp_path)])
+    cells = tmp_path / "cells"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (cells.exists() and list(cells.glob("*.nc"))):
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    first = {f.name: f.stat().st_mtime_ns for f in cells.glob("*.nc")}
+    assert 1 <= len(first) < 3, "the kill should land mid-sweep"
+    combined = studies.run_study(studies.load_study(raw), tmp_path)
+    after = {f.name: f.stat().st_mtime_ns for f in cells.glob("*.nc")}
+    assert len(after) == 3
+    assert all(after[name] == stamp for name, stamp in first.items()), "no cell computed twice"
+    assert not list(cells.glob(".*.tmp")), "no half-written files left"
+    assert combined["actual"]["hidden"].sizes["seed"] == 3
+
+
+def test_dask_local_cluster_matches_serial(tmp_path):
+    study = studies.load_study({**TINY, "sweep": {"network.seed": [0, 1]}})
+    serial = studies.run_study(study, tmp_path / "serial")
+    parallel = studies.run_study(study, tmp_path / "dask", workers=2)
+    for group in serial.children:
+        xr.testing.assert_identical(serial[group].to_dataset(), parallel[group].to_dataset())
