@@ -51,7 +51,8 @@ class Stage:
             if self.batch not in ("full", "online"):
                 raise ValueError(f"stage {self.name!r}: batch must be 'full', 'online' or a "
                                  f"positive integer, got {self.batch!r}")
-        elif not (isinstance(self.batch, (int, np.integer)) and 1 <= self.batch <= len(self.patterns)):
+        elif not (isinstance(self.batch, (int, np.integer))
+                  and 1 <= self.batch <= len(self.patterns)):
             raise ValueError(f"stage {self.name!r}: batch size must be in 1..{len(self.patterns)}"
                              f" (the number of patterns), got {self.batch!r}")
 

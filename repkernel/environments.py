@@ -56,7 +56,8 @@ class MultitaskEnvironment:
                                  f"{self.n_output_dims} input x output dimensions")
             return int(a) * self.n_output_dims + int(b)
         if not 0 <= int(task) < self.n_input_dims * self.n_output_dims:
-            raise ValueError(f"task index {task} is outside 0..{self.n_input_dims * self.n_output_dims - 1}")
+            raise ValueError(f"task index {task} is outside "
+                             f"0..{self.n_input_dims * self.n_output_dims - 1}")
         return int(task)
 
     # -- sizes and task geometry ---------------------------------------------------------------
@@ -126,7 +127,8 @@ class MultitaskEnvironment:
         if isinstance(stimuli, (int, np.integer)) and 1 <= stimuli <= self.n_stimuli:
             rng = np.random.default_rng(seed)
             return np.sort(rng.choice(self.n_stimuli, size=int(stimuli), replace=False))
-        raise ValueError(f"stimuli must be 'all' or an integer 1..{self.n_stimuli}, got {stimuli!r}")
+        raise ValueError(f"stimuli must be 'all' or an integer 1..{self.n_stimuli}, "
+                         f"got {stimuli!r}")
 
     def make_patterns(self, stimulus: np.ndarray, task_sets: Sequence[tuple[int, ...]],
                       description: Mapping | None = None) -> PatternSet:

@@ -121,7 +121,8 @@ class PatternSet:
             x=torch.cat([s.x for s in sets]),
             y=torch.cat([s.y for s in sets]),
             c=None if first.c is None else torch.cat([s.c for s in sets]),
-            labels={k: np.concatenate([np.asarray(s.labels[k]) for s in sets]) for k in first.labels},
+            labels={k: np.concatenate([np.asarray(s.labels[k]) for s in sets])
+                    for k in first.labels},
             description={"concat": [dict(s.description) for s in sets]},
         )
 

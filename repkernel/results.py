@@ -10,8 +10,9 @@ Layout shared by the trainer and the forecaster, so any comparison is symmetric:
   weights(time, parameter)         trainable weights theta (optional)
 Coordinates: ``time`` (global step) with ``stage``; ``item`` with the probe labels; ``unit``,
 ``output_unit``; ``parameter`` with ``parameter_group``. (DESIGN.md calls the output dim
-``output``; xarray forbids a dimension named like the ``output`` variable, hence ``output_unit``.) Attributes: ``config`` (JSON), ``version``,
-``device``, ``dtype``, ``source`` ("actual" or "forecast").
+``output``; xarray forbids a dimension named like the ``output`` variable, hence
+``output_unit``.) Attributes: ``config`` (JSON), ``version``, ``device``, ``dtype``, ``source``
+("actual" or "forecast").
 """
 
 from __future__ import annotations

@@ -36,7 +36,14 @@ import numpy as np
 import xarray as xr
 
 from repkernel import config as configuration
-from repkernel.config import SCHEMA, ConfigError, Spec, _one_of, _positive_int
+from repkernel.config import (
+    SCHEMA,
+    ConfigError,
+    Spec,
+    _non_negative_int,
+    _one_of,
+    _positive_int,
+)
 from repkernel.results import package_version
 
 COMPUTE = ("kernel", "train", "forecast", "compare", "evaluate")
@@ -66,7 +73,8 @@ STUDY_SCHEMA: dict[str, Spec] = {
     "evaluate": {
         "k": ([1, 2, 3], lambda v: isinstance(v, list) and v and all(map(_positive_int, v)),
               "a list of positive integers"),
-        "stimuli": ("all", lambda v: v == "all" or _positive_int(v), "'all' or a positive integer"),
+        "stimuli": ("all", lambda v: v == "all" or _positive_int(v),
+                    "'all' or a positive integer"),
     },
     "kernel": {
         "n_eigenvectors": (3, _positive_int, "a positive integer"),
@@ -74,7 +82,7 @@ STUDY_SCHEMA: dict[str, Spec] = {
     "plots": {
         "kinds": (["loss", "fidelity", "task-similarity", "multitask"], _list_of(PLOT_KINDS),
                   f"a list drawn from {list(PLOT_KINDS)}"),
-        "times": ([], lambda v: isinstance(v, list) and all(map(configuration._non_negative_int, v)),
+        "times": ([], lambda v: isinstance(v, list) and all(map(_non_negative_int, v)),
                   "a list of steps (empty: first, middle and last checkpoint)"),
     },
 }

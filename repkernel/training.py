@@ -47,7 +47,8 @@ def train(
     Each update is theta <- theta - lr grad_theta L_batch (repkernel.curriculum). Records, at the
     checkpoint steps (see results.checkpoint_steps): hidden(time, item, unit), output(time,
     item, output_unit), loss(time), probe_loss(time), weights(time, parameter) when
-    ``record_weights``, and batch_loss(step), the loss of the batch used by each update (mean per pattern), before it.
+    ``record_weights``, and batch_loss(step), the loss of the batch used by each update (mean
+    per pattern), before it.
     ``progress(n)`` is called with the number of updates done after each one.
     Raises DivergenceError naming stage, step and learning rate if the loss becomes NaN or inf.
     """

@@ -18,7 +18,7 @@ def setup():
 
 
 def test_records_at_the_right_steps_and_layout(setup):
-    env, net, curriculum, probes = setup
+    _, net, curriculum, probes = setup
     ds = rk.train(net, curriculum, probes, checkpoints=7)
     assert ds.time.values.tolist() == [0, 50, 100, 150, 200, 250, 300]
     assert ds.hidden.dims == ("time", "item", "unit")
@@ -45,7 +45,7 @@ def test_recorded_state_matches_the_network_at_those_weights(setup):
 
 
 def test_full_batch_step_is_plain_gradient_descent(setup):
-    env, net, curriculum, probes = setup
+    _, net, curriculum, probes = setup
     stage = Stage(curriculum.stages[0].patterns, 1, 0.05, reduction="mean")
     ds = rk.train(net, Curriculum((stage,)), probes, checkpoints=[0, 1])
     theta = net.flat_parameters().clone().requires_grad_(True)
@@ -60,14 +60,14 @@ def test_full_batch_step_is_plain_gradient_descent(setup):
 
 
 def test_loss_decreases_on_default_multitask_setup(setup):
-    env, net, curriculum, probes = setup
+    _, net, curriculum, probes = setup
     ds = rk.train(net, curriculum, probes, checkpoints=4)
     assert ds.loss.values[-1] < 0.5 * ds.loss.values[0]
     assert ds.probe_loss.values[-1] < ds.probe_loss.values[0]
 
 
 def test_determinism_and_minibatch_policies(setup):
-    env, net, curriculum, probes = setup
+    _, net, curriculum, probes = setup
     patterns = curriculum.stages[0].patterns
     for batch in (10, "online"):
         cur = Curriculum((Stage(patterns, 40, 0.1, batch=batch, seed=5),))
@@ -103,7 +103,7 @@ def test_several_hidden_layers_get_a_layer_dim():
 
 
 def test_float32_and_device_follow_the_caller(setup):
-    env, net, curriculum, probes = setup
+    _, net, curriculum, probes = setup
     ds = rk.train(net, curriculum, probes, checkpoints=2, dtype=torch.float32, device="cpu")
     assert ds.hidden.dtype == np.float32 and ds.attrs["dtype"] == "float32"
     assert next(net.parameters()).dtype == torch.float64
@@ -122,6 +122,6 @@ def test_bad_stage_arguments(setup, kwargs, match):
 
 
 def test_bad_checkpoints(setup):
-    env, net, curriculum, probes = setup
+    _, net, curriculum, probes = setup
     with pytest.raises(ValueError, match="checkpoint"):
         rk.train(net, curriculum, probes, checkpoints=[0, 10_000])
