@@ -73,3 +73,33 @@ def pseudo_kernel_matrix(network: RepresentationNetwork, probes: PatternSet, tra
     jp = jacobians(network, probes, device, dtype)
     jt = jacobians(network, train, device, dtype).output
     return tuple(torch.einsum("iup,jop->iujo", jh, jt) for jh in jp.hidden)
+
+
+def jacobian_product(network: RepresentationNetwork, patterns: PatternSet, d: torch.Tensor,
+                     device=None, dtype=None) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+    """J(patterns) d for directions d (P, m): (one (n, H_l, m) per layer, (n, O, m)).
+
+    Forward-mode products (torch.func.jvp) batched over the m directions; J is never formed.
+    """
+    net, (x, c, _) = _place(network, patterns, device, dtype)
+    fn, theta = network_function(net)
+    d = d.to(theta)
+
+    def push(direction):
+        return torch.func.jvp(lambda t: fn(t, x, c), (theta,), (direction,))[1]
+
+    hidden, output = vmap(push, in_dims=1)(d)  # (m, ...): out_dims=0 also covers J_h = 0
+    return tuple(h.movedim(0, -1) for h in hidden), output.movedim(0, -1)
+
+
+def jacobian_transpose_product(network: RepresentationNetwork, patterns: PatternSet,
+                               a: torch.Tensor, device=None, dtype=None) -> torch.Tensor:
+    """J_f(patterns)^T a = sum_i J_f(x_i)^T a_i for coefficients a (n, O, m): (P, m).
+
+    Reverse-mode products (torch.func.vjp) batched over the m coefficient sets.
+    """
+    net, (x, c, _) = _place(network, patterns, device, dtype)
+    fn, theta = network_function(net)
+    _, pull = torch.func.vjp(lambda t: fn(t, x, c)[1], theta)
+    a = a.to(theta)
+    return vmap(lambda coefficients: pull(coefficients)[0], in_dims=-1)(a).T

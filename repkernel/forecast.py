@@ -1,0 +1,307 @@
+"""The forecast: integrate the linearized training dynamics over a curriculum (DESIGN.md section 4).
+
+Linear model around a center theta_c (theta_0 unless re-linearized):
+    f_lin(x) = f_c(x) + J_c(x) (theta - theta_c),   h_lin(x) = h_c(x) + J_h,c(x) (theta - theta_c).
+Expected update of one step of a stage (repkernel.curriculum): every pattern gradient enters with
+weight rho = Stage.drift_rate / n (rho = eta / n for full-batch mean reduction, eta for sum), so
+    theta_{k+1} = theta_k - rho J_s^T g(f_lin(X_s)),   g = grad_f l (repkernel.losses).
+Minibatch and online stages are forecast by this full-batch drift; their fluctuations are not
+modelled.
+
+MSE, closed form (g = r, the residual): with Theta_ss = J_s J_s^T = U diag(lam) U^T,
+    r_k = U diag((1 - rho lam)^k) U^T r_0,   theta_k = theta_start - J_s^T U diag(c_k) U^T r_0,
+    c_k = (1 - (1 - rho lam)^k) / lam   (-> rho k as lam -> 0; null directions do not move).
+Continuous time (gradient flow) replaces (1 - rho lam)^k by exp(-rho lam k); the time axis stays in
+steps k (gradient-flow time t = eta k). When the number of parameters P is smaller than nO the
+same coefficients are applied in primal form to G = J_s^T J_s. Other losses iterate the
+function-space system f_{k+1} = f_k - rho Theta_ss g(f_k) (continuous: an adaptive ODE solver),
+accumulating the dual coefficients a = sum_k rho g(f_k), so theta = theta_start - J_s^T a.
+
+Stages run in order with the kernel frozen at theta_0 (relinearize=1, the published forecast).
+relinearize=R splits each stage into R segments and recenters the linear model at the *forecast*
+weights at every segment start: still nothing but the initial weights and the curriculum.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+import xarray as xr
+from scipy.integrate import solve_ivp
+from torch.func import vmap
+
+from repkernel.curriculum import Curriculum, Stage
+from repkernel.kernels import (
+    jacobian_product,
+    jacobian_transpose_product,
+    jacobians,
+    network_function,
+    ntk_matrix,
+)
+from repkernel.losses import loss_gradient, pattern_loss
+from repkernel.networks import RepresentationNetwork, placed
+from repkernel.patterns import PatternSet
+from repkernel.results import checkpoint_steps, provenance, representation_dataset
+
+READOUTS = ("linear", "network")
+TIMES = ("discrete", "continuous")
+
+
+def _decay(rho_lam: torch.Tensor, k: torch.Tensor, time: str) -> torch.Tensor:
+    """(1 - rho lam)^k (discrete) or exp(-rho lam k) (continuous), (modes, m) for k (m,)."""
+    if time == "discrete":
+        return (1 - rho_lam[:, None]) ** k[None, :]
+    return torch.exp(-rho_lam[:, None] * k[None, :])
+
+
+def _coefficients(lam: torch.Tensor, rho: float, k: torch.Tensor, time: str) -> torch.Tensor:
+    """c_k = (1 - decay_k) / lam, with the limit rho k for lam -> 0: (modes, m)."""
+    small = lam <= lam.abs().max() * 1e-12 if lam.numel() else lam > 0
+    safe = torch.where(small, torch.ones_like(lam), lam)
+    c = (1 - _decay(rho * lam, k, time)) / safe[:, None]
+    return torch.where(small[:, None], rho * k[None, :].to(lam), c)
+
+
+def _check_stable(stage: Stage, index: int, rho: float, lam_max: float) -> None:
+    if rho * lam_max > 2:
+        bound = 2 * stage.lr / (rho * lam_max)
+        raise ValueError(
+            f"stage {index} ({stage.name or 'unnamed'}): learning rate {stage.lr:g} is above the "
+            f"stability bound {bound:.4g} (2n / lam_max in the stage's normalization) of the "
+            f"linearized dynamics, so the discrete forecast diverges; lower the learning rate "
+            f"below {bound:.4g} or forecast with time='continuous'")
+
+
+class _Center:
+    """A linearization point theta_c: the network there and its outputs on the stage patterns."""
+
+    def __init__(self, net: RepresentationNetwork, theta: torch.Tensor) -> None:
+        self.net = net
+        self.theta = theta.clone()
+        net.load_flat_parameters(theta)
+
+    def linear_outputs(self, patterns: PatternSet, delta: torch.Tensor):
+        """Linear model on ``patterns`` at theta_c + delta for delta (P, m):
+        (one (n, H_l, m) per layer, (n, O, m))."""
+        with torch.no_grad():
+            hidden, output = self.net.represent(patterns)
+        d_hidden, d_output = jacobian_product(self.net, patterns, delta)
+        return (tuple(h[..., None] + dh for h, dh in zip(hidden, d_hidden)),
+                output[..., None] + d_output)
+
+
+def _segment_weights(center: _Center, stage: Stage, index: int, theta_start: torch.Tensor,
+                     local_steps: torch.Tensor, time: str) -> torch.Tensor:
+    """Forecast weights theta_k (P, m) after ``local_steps`` (m,) steps of ``stage`` from
+    theta_start under the linear model centered at ``center``."""
+    patterns = stage.patterns
+    n, rho = len(patterns), stage.drift_rate / len(patterns)
+    _, f_start = center.linear_outputs(patterns, (theta_start - center.theta)[:, None])
+    f_start = f_start[..., 0]
+    y = patterns.to(f_start.device, f_start.dtype)[2]
+    if stage.loss == "mse":
+        r0 = (f_start - y).reshape(-1)
+        P, nO = center.theta.numel(), r0.numel()
+        if P < nO:  # primal: G = J^T J (P x P)
+            jac = jacobians(center.net, patterns).output.reshape(nO, P)
+            mu, v = torch.linalg.eigh(jac.T @ jac)
+            mu = mu.clamp_min(0)
+            if time == "discrete":
+                _check_stable(stage, index, rho, float(mu.max()))
+            coefficients = _coefficients(mu, rho, local_steps, time)
+            delta = -v @ (coefficients * (v.T @ (jac.T @ r0))[:, None])
+            return theta_start[:, None] + delta
+        lam, u = torch.linalg.eigh(ntk_matrix(center.net, patterns).reshape(nO, nO))
+        lam = lam.clamp_min(0)
+        if time == "discrete":
+            _check_stable(stage, index, rho, float(lam.max()))
+        a = u @ (_coefficients(lam, rho, local_steps, time) * (u.T @ r0)[:, None])
+    else:
+        a = _function_space(center, stage, f_start, y, rho, local_steps, time)
+    delta = -jacobian_transpose_product(center.net, patterns, a.reshape(n, -1, a.shape[-1]))
+    return theta_start[:, None] + delta
+
+
+def _function_space(center: _Center, stage: Stage, f_start: torch.Tensor, y: torch.Tensor,
+                    rho: float, local_steps: torch.Tensor, time: str) -> torch.Tensor:
+    """Dual coefficients a_k = sum_{j<k} rho g(f_j) (nO, m) for a loss with nonlinear gradient,
+    f_{j+1} = f_j - rho Theta g(f_j) (discrete) or df/dk = -rho Theta g(f) (continuous)."""
+    n, n_out = f_start.shape
+    theta_ss = ntk_matrix(center.net, stage.patterns).reshape(n * n_out, n * n_out)
+    wanted = local_steps.long().tolist()
+    if time == "discrete":
+        f, a, out = f_start.reshape(-1), torch.zeros_like(f_start.reshape(-1)), {}
+        for k in range(max(wanted) + 1):
+            if k in wanted:
+                out[k] = a.clone()
+            g = rho * loss_gradient(f.reshape(n, n_out), y, stage.loss).reshape(-1)
+            f, a = f - theta_ss @ g, a + g
+        return torch.stack([out[k] for k in wanted], dim=-1)
+    to_np = dict(dtype=np.float64)
+    theta_np, y_t = theta_ss.detach().cpu().numpy().astype(**to_np), y
+
+    def rhs(_, state):
+        f = torch.as_tensor(state[: n * n_out]).to(y_t)
+        g = rho * loss_gradient(f.reshape(n, n_out), y_t, stage.loss).reshape(-1)
+        g = g.cpu().numpy().astype(**to_np)
+        return np.concatenate([-theta_np @ g, g])
+
+    start = np.concatenate([f_start.reshape(-1).cpu().numpy(), np.zeros(n * n_out)])
+    solution = solve_ivp(rhs, (0, max(wanted)), start, t_eval=sorted(set(wanted)),
+                         method="LSODA", rtol=1e-10, atol=1e-12)
+    if not solution.success:
+        raise ValueError(f"the gradient-flow ODE failed ({solution.message}); use "
+                         f"time='discrete'")
+    by_step = dict(zip(sorted(set(wanted)), solution.y[n * n_out:].T))
+    return torch.as_tensor(np.stack([by_step[k] for k in wanted], axis=-1)).to(f_start)
+
+
+def forecast(
+    network: RepresentationNetwork,
+    curriculum: Curriculum,
+    probes: PatternSet,
+    checkpoints: int | Sequence[int] = 101,
+    time: str = "discrete",
+    readout: str | Sequence[str] = READOUTS,
+    relinearize: int = 1,
+    record_weights: bool = True,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> xr.Dataset:
+    """Forecast hidden representations and outputs on ``probes`` from the initial weights and the
+    curriculum alone, in the trainer's layout (repkernel.train) plus a ``readout`` dim:
+    ``linear`` = h_c + J_h,c (theta - theta_c), ``network`` = the network at the forecast weights.
+
+    hidden(time, readout, item, unit), output(time, readout, item, output_unit), loss(time,
+    readout) (mean per-pattern loss on the current stage's patterns), probe_loss(time, readout),
+    weights(time, parameter) (the forecast weights theta_0 + d). ``time`` in steps; see the module
+    docstring for the equations. Raises ValueError when a discrete MSE stage is unstable.
+    """
+    readouts = (readout,) if isinstance(readout, str) else tuple(readout)
+    if not readouts or any(r not in READOUTS for r in readouts):
+        raise ValueError(f"readout must be drawn from {READOUTS}, got {readout!r}")
+    if time not in TIMES:
+        raise ValueError(f"time must be one of {TIMES}, got {time!r}")
+    if not (isinstance(relinearize, (int, np.integer)) and relinearize >= 1):
+        raise ValueError(f"relinearize must be a positive number of segments, got {relinearize!r}")
+    net = placed(network, device, dtype)
+    center_net = copy.deepcopy(net)  # weights are loaded into it; the caller's stay untouched
+    theta0 = net.flat_parameters()
+    steps = checkpoint_steps(checkpoints, curriculum.total_steps)
+    center = _Center(center_net, theta0)
+    theta, records = theta0.clone(), []  # records: (global steps, theta (P, m), center, stage)
+    global_start = 0
+    for index, stage in enumerate(curriculum.stages):
+        bounds = np.round(np.linspace(0, stage.steps, min(relinearize, max(stage.steps, 1)) + 1))
+        for seg_start, seg_end in zip(bounds[:-1].astype(int), bounds[1:].astype(int)):
+            if relinearize > 1:
+                center = _Center(center_net, theta)
+            first = global_start == 0 and index == 0 and seg_start == 0
+            lo, hi = global_start + seg_start, global_start + seg_end
+            wanted = steps[((steps > lo) | first) & (steps <= hi) & (steps >= lo)]
+            local = torch.as_tensor(np.append(wanted - lo, seg_end - seg_start),
+                                    dtype=theta.dtype, device=theta.device)
+            weights = _segment_weights(center, stage, index, theta, local, time)
+            if len(wanted):
+                records.append((wanted, weights[:, :-1], center.theta, index))
+            theta = weights[:, -1]
+            if progress is not None:
+                progress(hi)
+        global_start += stage.steps
+    return _dataset(net, curriculum, probes, steps, records, readouts, time, relinearize,
+                    record_weights, center_net, theta0)
+
+
+def _dataset(net, curriculum, probes, steps, records, readouts, time, relinearize,
+             record_weights, center_net, theta0) -> xr.Dataset:
+    """Evaluate both readouts at every checkpoint and assemble the trainer's layout."""
+    fn, _ = network_function(net)
+    hidden_by_readout = {r: [] for r in readouts}
+    output_by_readout = {r: [] for r in readouts}
+    losses = {r: [] for r in readouts}
+    probe_losses = {r: [] for r in readouts}
+    all_weights = []
+    for _, weights, center_theta, stage_index in records:
+        stage = curriculum.stages[stage_index]
+        all_weights.append(weights.T)
+        center = _Center(center_net, center_theta)
+        for r in readouts:
+            evaluated = []
+            for patterns in (probes, stage.patterns):
+                if r == "linear":
+                    hidden, output = center.linear_outputs(patterns,
+                                                           weights - center.theta[:, None])
+                    hidden = tuple(h.movedim(-1, 0) for h in hidden)
+                    output = output.movedim(-1, 0)
+                else:
+                    x, c, _ = patterns.to(weights.device, weights.dtype)
+                    with torch.no_grad():
+                        hidden, output = vmap(fn, in_dims=(1, None, None))(weights, x, c)
+                evaluated.append((hidden, output))
+            (hidden, output), (_, stage_output) = evaluated
+            hidden_by_readout[r].append(hidden)
+            output_by_readout[r].append(output)
+            y_probe = probes.to(output.device, output.dtype)[2]
+            y_stage = stage.patterns.to(output.device, output.dtype)[2]
+            probe_losses[r].append(pattern_loss(output, y_probe, stage.loss).mean(-1))
+            losses[r].append(pattern_loss(stage_output, y_stage, stage.loss).mean(-1))
+    n_layers = len(hidden_by_readout[readouts[0]][0])
+    hidden = [torch.stack([torch.cat([h[layer] for h in hidden_by_readout[r]]) for r in readouts],
+                          dim=1) for layer in range(n_layers)]
+    output = torch.stack([torch.cat(output_by_readout[r]) for r in readouts], dim=1)
+    ds = representation_dataset(hidden, output, steps, probes, leading_dims=("time", "readout"),
+                                leading_coords={"readout": ("readout", list(readouts))})
+    ds = ds.assign_coords(stage=("time", curriculum.stage_of(steps)))
+
+    def stacked(values):
+        return torch.stack([torch.cat(values[r]) for r in readouts], dim=1).cpu().numpy()
+
+    ds["loss"] = (("time", "readout"), stacked(losses))
+    ds["probe_loss"] = (("time", "readout"), stacked(probe_losses))
+    if record_weights:
+        ds["weights"] = (("time", "parameter"), torch.cat(all_weights).cpu().numpy())
+        ds = ds.assign_coords(parameter=("parameter", np.arange(net.n_parameters)),
+                              parameter_group=("parameter", net.parameter_groups()))
+    config = {
+        "network": net.config, "trainable": net.trainable_names(),
+        "curriculum": curriculum.config(), "probes": probes.summary(),
+        "checkpoints": steps.tolist(), "record_weights": record_weights,
+        "forecast": {"time": time, "readout": list(readouts), "relinearize": relinearize},
+    }
+    ds.attrs.update(provenance(config, theta0.device, theta0.dtype, "forecast"))
+    return ds
+
+
+def modes(network: RepresentationNetwork, stage: Stage, probes: PatternSet,
+          n_modes: int | None = None, device=None, dtype=None) -> xr.Dataset:
+    """Representational modes of a stage at initialization (DESIGN.md section 4, Modes).
+
+    Eigenpairs (lam_m, u_m) of Theta_ss (nO x nO), largest first; timescale_m = 1 / (rho lam_m)
+    steps (= n / (eta lam_m) for full-batch mean reduction); hidden_pattern_m = Pi(probes, X_s) u_m
+    (item, unit) and output_pattern_m = Theta(probes, X_s) u_m: the direction in which each mode
+    moves the representation, learned first when its timescale is short.
+    """
+    net = placed(network, device, dtype)
+    patterns = stage.patterns
+    n, n_out = len(patterns), patterns.n_outputs
+    lam, u = torch.linalg.eigh(ntk_matrix(net, patterns).reshape(n * n_out, n * n_out))
+    order = torch.argsort(lam, descending=True)[: n_modes or n * n_out]
+    lam, u = lam[order].clamp_min(0), u[:, order]
+    rho = stage.drift_rate / n
+    direction = jacobian_transpose_product(net, patterns, u.reshape(n, n_out, -1))
+    hidden, output = jacobian_product(net, probes, direction)
+    ds = representation_dataset([h.movedim(-1, 0) for h in hidden], output.movedim(-1, 0),
+                                np.arange(len(order)), probes, leading_dims=("time",))
+    ds = ds.rename({"time": "mode", "hidden": "hidden_pattern", "output": "output_pattern"})
+    ds = ds.drop_vars("target")
+    ds["eigenvalue"] = ("mode", lam.cpu().numpy())
+    with np.errstate(divide="ignore"):
+        ds["timescale"] = ("mode", 1.0 / (rho * lam.cpu().numpy()))
+    ds["train_pattern"] = (("mode", "train_item", "output_unit"),
+                           u.T.reshape(-1, n, n_out).cpu().numpy())
+    ds["timescale"].attrs["units"] = "steps"
+    return ds
