@@ -12,6 +12,19 @@ from repkernel_cli.progress import step_progress
 from repkernel import config as configuration
 from repkernel import results, training
 
+SECTION_OF_FLAG = {"init_scale": "network", "hidden": "network", "seed": "network",
+                   "steps": "curriculum", "lr": "curriculum", "n": "curriculum",
+                   "preset": "curriculum", "checkpoints": "run", "device": "run", "dtype": "run"}
+
+
+def run_overrides(**flags) -> dict:
+    """Command-line flags that were given, as configuration sections to merge over a config."""
+    overrides: dict = {}
+    for name, value in flags.items():
+        if value is not None:
+            overrides.setdefault(SECTION_OF_FLAG[name], {})[name] = value
+    return overrides
+
 
 @app.command()
 @user_errors
@@ -35,14 +48,9 @@ def train(
     """Train the network of a configuration (default: the published multitask setup, phase 1,
     standard init) and write hidden(time, item, unit), output, loss and weights as netCDF."""
     raw = configuration.load_toml(config) if config else {}
-    flags = {
-        "network": {"init_scale": init_scale, "hidden": hidden, "seed": seed},
-        "curriculum": {"steps": steps, "lr": lr, "n": n_train, "preset": preset},
-        "run": {"checkpoints": checkpoints, "device": device, "dtype": dtype},
-    }
-    overrides = {section: {k: v for k, v in values.items() if v is not None}
-                 for section, values in flags.items()}
-    setup = configuration.build(configuration.merge(raw, overrides))
+    setup = configuration.build(configuration.merge(raw, run_overrides(
+        init_scale=init_scale, hidden=hidden, seed=seed, steps=steps, lr=lr, n=n_train,
+        preset=preset, checkpoints=checkpoints, device=device, dtype=dtype)))
     with step_progress("training", setup.curriculum.total_steps) as advance:
         result = training.train(setup.network, setup.curriculum, setup.probes,
                                 checkpoints=setup.checkpoints,

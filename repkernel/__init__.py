@@ -11,6 +11,7 @@ except PackageNotFoundError:  # running from a source tree that is not installed
 
 from repkernel.curriculum import Curriculum, Stage
 from repkernel.environments import MultitaskEnvironment, deep_linear_modes_task, step_function_task
+from repkernel.forecasting import forecast, modes
 from repkernel.losses import batch_loss, loss_gradient, pattern_loss
 from repkernel.networks import MLP, DeepLinear, MultitaskNetwork, RepresentationNetwork
 from repkernel.patterns import PatternSet, pattern_set
@@ -32,8 +33,10 @@ __all__ = [
     "checkpoint_steps",
     "config_of",
     "deep_linear_modes_task",
+    "forecast",
     "load",
     "loss_gradient",
+    "modes",
     "pattern_loss",
     "pattern_set",
     "save",

@@ -226,7 +226,7 @@ def run_cell(cell: Cell, progress: Callable[[int], None] | None = None) -> xr.Da
         groups["actual"] = training.train(setup.network, setup.curriculum, setup.probes,
                                           progress=progress, **run)
     if "forecast" in compute or "compare" in compute:
-        from repkernel import forecast as forecasting
+        from repkernel import forecasting
 
         options = cell.config["forecast"]
         groups["forecast"] = forecasting.forecast(

@@ -4,7 +4,7 @@ import torch
 
 import repkernel as rk
 from repkernel import Curriculum, MultitaskEnvironment, MultitaskNetwork, Stage
-from repkernel.forecast import forecast, modes
+from repkernel.forecasting import forecast, modes
 from repkernel.kernels import jacobians, ntk_matrix, pseudo_kernel_matrix
 
 ENV = MultitaskEnvironment(3, 3)

@@ -1,0 +1,51 @@
+"""``repkernel forecast``: forecast a run configuration from its initial weights and curriculum."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from repkernel_cli.app import app, user_errors
+from repkernel_cli.progress import step_progress
+from repkernel_cli.train_command import run_overrides
+
+from repkernel import config as configuration
+from repkernel import forecasting, results
+
+
+@app.command()
+@user_errors
+def forecast(
+    out: Annotated[Path, typer.Option("--out", "-o", help="netCDF file to write.")] = Path(
+        "forecast.nc"),
+    config: Annotated[Path | None, typer.Option(
+        "--config", "-c", help="TOML run configuration; flags override it.")] = None,
+    init_scale: Annotated[float | None, typer.Option(help="Weight init scale.")] = None,
+    hidden: Annotated[int | None, typer.Option(help="Hidden units (multitask network).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Network seed.")] = None,
+    steps: Annotated[int | None, typer.Option(help="Steps (every stage).")] = None,
+    lr: Annotated[float | None, typer.Option(help="Learning rate (every stage).")] = None,
+    checkpoints: Annotated[int | None, typer.Option(help="Number of checkpoints.")] = None,
+    time: Annotated[str, typer.Option(help="discrete (gradient descent) or continuous "
+                                      "(gradient flow).")] = "discrete",
+    relinearize: Annotated[int, typer.Option(help="Segments per stage at whose start the "
+                                             "Jacobians are recomputed (1: frozen kernel).")] = 1,
+    device: Annotated[str | None, typer.Option(help="torch device, e.g. cpu or cuda.")] = None,
+    dtype: Annotated[str | None, typer.Option(help="float32 or float64.")] = None,
+) -> None:
+    """Forecast hidden(time, readout, item, unit) and outputs from the initial weights and the
+    curriculum alone (linearized dynamics), in the trainer's layout, and write netCDF."""
+    raw = configuration.load_toml(config) if config else {}
+    setup = configuration.build(configuration.merge(raw, run_overrides(
+        init_scale=init_scale, hidden=hidden, seed=seed, steps=steps, lr=lr,
+        checkpoints=checkpoints, device=device, dtype=dtype)))
+    with step_progress("forecasting", setup.curriculum.total_steps) as advance:
+        result = forecasting.forecast(
+            setup.network, setup.curriculum, setup.probes, checkpoints=setup.checkpoints,
+            time=time, relinearize=relinearize,
+            record_weights=setup.config["run"]["record_weights"], device=setup.device,
+            dtype=setup.dtype, progress=advance)
+    results.save(result, out)
+    typer.echo(f"wrote {out}: {result.sizes['time']} checkpoints, {result.sizes['item']} probes,"
+               f" readouts {', '.join(result.readout.values)}")
