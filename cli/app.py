@@ -59,6 +59,6 @@ def main_options(
 
 def main() -> None:
     # Command modules register themselves on import.
-    from repkernel_cli import forecast_command, train_command  # noqa: F401
+    from repkernel_cli import forecast_command, info_command, plot_command, train_command  # noqa: F401
 
     app()
