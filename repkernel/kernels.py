@@ -1,28 +1,369 @@
-"""Kernels at initialization (DESIGN.md section 3): Jacobians, eNTK and the pseudo-kernel.
+"""Kernels at initialization (DESIGN.md section 3): Jacobians, eNTK, pseudo-kernel, loss-weighted
+kernel, and the matrix-free products the forecast is built from.
 
-J_f(x) = df(x)/dtheta (O x P), J_h(x) = dh(x)/dtheta (H x P), with respect to the trainable
-parameters only. eNTK Theta(x, x') = J_f(x) J_f(x')^T; pseudo-kernel Pi(x, x') = J_h(x) J_f(x')^T.
+J_f(x) = df(x)/dtheta (O x P), J_h(x) = dh(x)/dtheta (H_l x P) per hidden layer, with respect to the
+trainable parameters only (``requires_grad``; fixed biases and frozen weight groups are excluded).
 
-This first version is the generic torch.func path (vmap over jacrev). Tensor-level functions
-return torch tensors on the requested device/dtype.
+  eNTK           Theta(x, x') = J_f(x) J_f(x')^T                  (O x O blocks, symmetric, PSD)
+  pseudo-kernel  Pi(x, x')    = J_h(x) J_f(x')^T                  (H x O blocks, neither)
+  loss-weighted  PNTK(x, x_i) = -rho J(x) J_f(x_i)^T g_i,  g_i = grad_f l(f(x_i), y_i),
+                 rho = eta / n (mean reduction) or eta (sum); summed over i it is the first-order
+                 change of f(x) (J = J_f) or h(x) (J = J_h) after one full-batch step.
+
+Two implementations behind one interface (``method=``):
+  "structured"  dense layers with elementwise activations (MultitaskNetwork, MLP, DeepLinear).
+                Every weight matrix W_m (into pre-activation z_m, fed by activations a_m) adds
+                K_m[i, u, j, q] = <a_m(x_i), a_m(x'_j)> * <dy_u(x_i)/dz_m, df_q(x'_j)/dz_m>,
+                an input Gram times a backpropagated-signal Gram, both matrix products; a trainable
+                bias adds the signal Gram alone. J is never formed.
+  "generic"     torch.func (vmap + jacrev for Jacobians, jvp / vjp for products) for any
+                RepresentationNetwork whose forward(x, c) returns (hidden tuple, output).
+  "auto"        structured when the network supports it, generic otherwise.
+Both agree to floating-point round-off. Tensor-level functions return tensors on the network's
+device and dtype (or the ``device`` / ``dtype`` asked for); the xarray functions convert once.
+
+xarray dims: DESIGN.md names the output dim ``output``; xarray forbids a dim named like the
+``output`` variable of results (repkernel.results), so kernels use ``output_unit`` (and
+``output_unit_b`` for the second eNTK argument).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import NamedTuple
 
+import numpy as np
 import torch
+import xarray as xr
 from torch.func import functional_call, jacrev, vmap
 
-from repkernel.networks import RepresentationNetwork, placed
+from repkernel.curriculum import Stage
+from repkernel.losses import REDUCTIONS, check_loss, loss_gradient
+from repkernel.networks import (
+    ACTIVATIONS,
+    MLP,
+    MultitaskNetwork,
+    RepresentationNetwork,
+    placed,
+)
 from repkernel.patterns import PatternSet
+
+METHODS = ("auto", "structured", "generic")
+TARGETS = ("output", "hidden")
+# Numbers held by one block's intermediates when block_size is not given (128 MiB in float64).
+BLOCK_NUMBERS = 2**24
 
 
 class Jacobians(NamedTuple):
-    """output: (n, O, P); hidden: one (n, H_l, P) per hidden layer."""
+    """output: J_f (n, O, P); hidden: J_h, one (n, H_l, P) per hidden layer."""
 
     output: torch.Tensor
     hidden: tuple[torch.Tensor, ...]
+
+
+# -- checks and placement ---------------------------------------------------------------------
+
+
+def _check_choice(name: str, value, choices) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
+
+
+def _check_block_size(block_size) -> None:
+    if block_size is not None and not (isinstance(block_size, (int, np.integer))
+                                       and block_size >= 1):
+        raise ValueError(f"block_size must be a positive number of patterns or None (automatic),"
+                         f" got {block_size!r}")
+
+
+def _network(network, device, dtype) -> RepresentationNetwork:
+    """The network on device/dtype (a copy only when it must move), checked."""
+    if not isinstance(network, RepresentationNetwork):
+        raise ValueError(f"network must be a repkernel RepresentationNetwork, got "
+                         f"{type(network).__name__}: subclass RepresentationNetwork with "
+                         f"forward(x, c) -> (hidden tuple, output)")
+    if network.n_parameters == 0:
+        raise ValueError("the network has no trainable parameters, so every kernel is zero: "
+                         "choose weight groups with network.set_trainable(...)")
+    return placed(network, device, dtype)
+
+
+def _place(network, patterns, device, dtype):
+    """The network on device/dtype and the patterns' (x, c, y) there."""
+    net = _network(network, device, dtype)
+    if not isinstance(patterns, PatternSet):
+        raise ValueError(f"patterns must be a PatternSet, got {type(patterns).__name__}: build "
+                         f"one with repkernel.pattern_set(x, y, c)")
+    weight = next(iter(net.parameters()))
+    return net, patterns.to(weight.device, weight.dtype)
+
+
+def _check_outputs(net, patterns: PatternSet, role: str) -> None:
+    x, c, _ = patterns.to()
+    with torch.no_grad():
+        weight = next(iter(net.parameters()))
+        _, output = net(x[:1].to(weight), None if c is None else c[:1].to(weight))
+    if output.shape[-1] != patterns.n_outputs:
+        raise ValueError(f"{role} patterns have {patterns.n_outputs} targets but the network has "
+                         f"{output.shape[-1]} outputs: use patterns made for this network")
+
+
+# -- the structured path ----------------------------------------------------------------------
+
+
+def _slope_rule(activation):
+    """d act / dz as a function of (z, act(z)); None for the identity."""
+    rules = {
+        "sigmoid": lambda z, a: a * (1 - a),
+        "tanh": lambda z, a: 1 - a * a,
+        "relu": lambda z, a: (z > 0).to(z.dtype),
+        "linear": None,
+    }
+    for name, fn in ACTIVATIONS.items():
+        if activation is fn:
+            return rules[name]
+    raise KeyError(activation)
+
+
+def structured_supported(network: RepresentationNetwork) -> bool:
+    """True when ``network`` is a MultitaskNetwork or MLP/DeepLinear with its own forward pass
+    and elementwise activations the structured path knows (sigmoid, tanh, relu, linear)."""
+    forward = type(network).forward
+    if forward not in (MultitaskNetwork.forward, MLP.forward):
+        return False
+    try:
+        _slope_rule(network.phi)
+        _slope_rule(network.psi)
+    except KeyError:
+        return False
+    return True
+
+
+def _resolve_method(network, method: str) -> str:
+    _check_choice("method", method, METHODS)
+    if method == "generic":
+        return "generic"
+    if structured_supported(network):
+        return "structured"
+    if method == "structured":
+        raise ValueError(f"{type(network).__name__} has no structured kernel path (only "
+                         f"MultitaskNetwork, MLP and DeepLinear with sigmoid/tanh/relu/linear "
+                         f"activations do): use method='generic' or 'auto'")
+    return "generic"
+
+
+@dataclass
+class _Layer:
+    """One pre-activation z = sum_e W_e a_e + b with post-activation act(z), K units.
+
+    params: the trainable weights into z, (name, a (n, in)), and a trainable bias as (name, None);
+    post: act(z) (n, K); slope: act'(z) (n, K), None for the identity; chain: the weight
+    (K_next, K) carrying act(z) into the next layer (None for the output layer).
+    """
+
+    params: list[tuple[str, torch.Tensor | None]]
+    post: torch.Tensor
+    slope: torch.Tensor | None
+    chain: torch.Tensor | None
+
+    @property
+    def width(self) -> int:
+        return self.post.shape[1]
+
+
+def _slope(rule, z, a):
+    return None if rule is None else rule(z, a)
+
+
+@torch.no_grad()
+def _layers(net: RepresentationNetwork, x: torch.Tensor, c: torch.Tensor | None) -> list[_Layer]:
+    """Forward pass of a structured network, recording what its kernels need."""
+    trainable = set(net.trainable_names())
+    phi, psi = _slope_rule(net.phi), _slope_rule(net.psi)
+    if isinstance(net, MultitaskNetwork):
+        if c is None:
+            raise ValueError("MultitaskNetwork needs task cues c: use patterns from a "
+                             "MultitaskEnvironment")
+        zh = x @ net.stimulus_hidden.T + c @ net.task_hidden.T + net.hidden_bias
+        h = net.phi(zh)
+        zf = h @ net.hidden_output.T + c @ net.task_output.T + net.output_bias
+        f = net.psi(zf)
+        first = [(n, a) for n, a in (("stimulus_hidden", x), ("task_hidden", c)) if n in trainable]
+        second = [(n, a) for n, a in (("hidden_output", h), ("task_output", c)) if n in trainable]
+        return [_Layer(first, h, _slope(phi, zh, h), net.hidden_output.detach()),
+                _Layer(second, f, _slope(psi, zf, f), None)]
+    layers, a = [], x
+    for i, layer in enumerate(net.layers):
+        z = MLP._affine(layer, a)
+        last = i == len(net.layers) - 1
+        post = (net.psi if last else net.phi)(z)
+        params = [(f"layers.{i}.weight", a)] if f"layers.{i}.weight" in trainable else []
+        if f"layers.{i}.bias" in trainable:
+            params.append((f"layers.{i}.bias", None))
+        chain = None if last else net.layers[i + 1].weight.detach()
+        layers.append(_Layer(params, post, _slope(psi if last else phi, z, post), chain))
+        a = post
+    return layers
+
+
+def _slots(net: RepresentationNetwork, layers: list[_Layer]) -> list[tuple[str, int, int]]:
+    """(name, layer index, index in that layer's params) in flat-parameter order."""
+    where = {name: (m, k) for m, layer in enumerate(layers)
+             for k, (name, _) in enumerate(layer.params)}
+    return [(name, *where[name]) for name in net.trainable_names()]
+
+
+def _signals(layers: list[_Layer], target: int):
+    """Backpropagated signals of the post-activation of layer ``target``.
+
+    Returns (diag, full): d act_t / dz_t = diag(diag), diag (n, K_t); and for m < t down to the
+    first trainable layer, full[m] = d act_t / dz_m, (n, K_t, K_m).
+    """
+    top = layers[target]
+    diag = torch.ones_like(top.post) if top.slope is None else top.slope
+    lowest = min((m for m, layer in enumerate(layers[:target]) if layer.params), default=target)
+    full, signal = {}, None
+    for m in range(target - 1, lowest - 1, -1):
+        weight = layers[m].chain
+        signal = diag[:, :, None] * weight if signal is None else signal @ weight
+        if layers[m].slope is not None:
+            signal = signal * layers[m].slope[:, None, :]
+        full[m] = signal
+    return diag, full
+
+
+def _gram(la: _Layer, lb: _Layer, n_a: int, n_b: int, like: torch.Tensor) -> torch.Tensor:
+    """Input Gram of one layer: sum over its trainable weights of <a(x_i), a(x'_j)>, plus 1 for a
+    trainable bias, (n_a, n_b)."""
+    gram = None
+    for (_, a), (_, b) in zip(la.params, lb.params):
+        term = torch.ones(n_a, n_b, dtype=like.dtype, device=like.device) if a is None else a @ b.T
+        gram = term if gram is None else gram + term
+    return gram
+
+
+def _structured_kernel(la: list[_Layer], lb: list[_Layer], target: int) -> torch.Tensor:
+    """K[i, u, j, q] = <d y_u(x_i)/dtheta, d f_q(x'_j)/dtheta>, y the post-activation of layer
+    ``target`` (the output layer gives the eNTK, a hidden layer the pseudo-kernel)."""
+    last = len(lb) - 1
+    da, fa = _signals(la, target)
+    db, fb = _signals(lb, last)
+    n_a, n_b, width, n_out = da.shape[0], db.shape[0], da.shape[1], db.shape[1]
+    out, diagonal = None, None
+    for m in range(target + 1):
+        if not la[m].params:
+            continue
+        gram = _gram(la[m], lb[m], n_a, n_b, da)
+        if m == target == last:  # both signals diagonal: only o = q terms
+            diagonal = gram[:, :, None] * da[:, None, :] * db[None, :, :]
+            continue
+        if m == target:  # diagonal probe signal: K = da[i,u] G[i,j] S_b[j,q,u]
+            left = (da[:, :, None] * gram[:, None, :])[..., None]
+            term = left * fb[m].permute(2, 0, 1)[None]
+        else:
+            k = fa[m].shape[-1]
+            term = (fa[m].reshape(-1, k) @ fb[m].reshape(-1, k).T).view(n_a, width, n_b, n_out)
+            term.mul_(gram[:, None, :, None])
+        out = term if out is None else out.add_(term)
+    if out is None:
+        out = torch.zeros(n_a, width, n_b, n_out, dtype=da.dtype, device=da.device)
+    if diagonal is not None:
+        out.diagonal(0, 1, 3).add_(diagonal)
+    return out
+
+
+def _structured_weighted(la: list[_Layer], lb: list[_Layer], target: int,
+                         weights: torch.Tensor) -> torch.Tensor:
+    """sum_q K[i, u, j, q] w[j, q] for per-train-pattern weights w (n_b, O): (n_a, U, n_b)."""
+    last = len(lb) - 1
+    da, fa = _signals(la, target)
+    db, fb = _signals(lb, last)
+    n_a, n_b, width = da.shape[0], db.shape[0], da.shape[1]
+    out = torch.zeros(n_a, width, n_b, dtype=da.dtype, device=da.device)
+    for m in range(target + 1):
+        if not la[m].params:
+            continue
+        gram = _gram(la[m], lb[m], n_a, n_b, da)
+        # v[j, k] = sum_q d f_q(x'_j)/dz_m,k w[j, q]
+        v = db * weights if m == last else (fb[m].transpose(1, 2) @ weights[..., None])[..., 0]
+        if m == target:
+            out.add_(da[:, :, None] * v.T[None] * gram[:, None, :])
+        else:
+            out.add_((fa[m] @ v.T) * gram[:, None, :])
+    return out
+
+
+def _structured_jacobian(net, layers: list[_Layer], target: int) -> torch.Tensor:
+    """J of the post-activation of layer ``target``, (n, U, P), as outer products of signals and
+    layer inputs."""
+    diag, full = _signals(layers, target)
+    n, width = diag.shape
+    blocks = []
+    for _, m, k in _slots(net, layers):
+        layer = layers[m]
+        a = layer.params[k][1]
+        n_in = 1 if a is None else a.shape[1]
+        if m > target:
+            blocks.append(diag.new_zeros(n, width, layer.width * n_in))
+            continue
+        if m == target:
+            signal = torch.diag_embed(diag)
+        else:
+            signal = full[m]
+        block = signal if a is None else signal[..., None] * a[:, None, None, :]
+        blocks.append(block.reshape(n, width, -1))
+    return torch.cat(blocks, dim=-1)
+
+
+def _structured_transpose(net, layers: list[_Layer], a: torch.Tensor) -> torch.Tensor:
+    """J_f^T a = sum_i J_f(x_i)^T a_i for a (n, O, m): (P, m)."""
+    last = len(layers) - 1
+    diag, full = _signals(layers, last)
+    n, m_cols = a.shape[0], a.shape[-1]
+    per_layer = {}
+    pieces = []
+    for _, m, k in _slots(net, layers):
+        if m not in per_layer:  # v[i, k, :] = sum_o d f_o(x_i)/dz_m,k a[i, o, :]
+            per_layer[m] = diag[:, :, None] * a if m == last else full[m].transpose(1, 2) @ a
+        v = per_layer[m]
+        source = layers[m].params[k][1]
+        if source is None:
+            pieces.append(v.sum(0))
+        else:
+            width = v.shape[1]
+            grad = (source.T @ v.reshape(n, -1)).view(source.shape[1], width, m_cols)
+            pieces.append(grad.transpose(0, 1).reshape(-1, m_cols))
+    return torch.cat(pieces, dim=0)
+
+
+def _structured_forward_product(net, layers: list[_Layer], d: torch.Tensor):
+    """J d for directions d (P, m): (one (n, H_l, m) per hidden layer, (n, O, m))."""
+    sizes = [p.numel() for p in net.trainable_parameters().values()]
+    pieces = dict(zip(net.trainable_names(), torch.split(d, sizes)))
+    n, m_cols = layers[0].post.shape[0], d.shape[-1]
+    tangent, hidden = None, []
+    for m, layer in enumerate(layers):
+        dz = None if tangent is None else torch.matmul(layers[m - 1].chain, tangent)
+        for name, source in layer.params:
+            piece = pieces[name]
+            if source is None:
+                term = piece[None].expand(n, -1, -1)
+            else:
+                n_in = source.shape[1]
+                flat = piece.view(layer.width, n_in, m_cols).transpose(0, 1).reshape(n_in, -1)
+                term = (source @ flat).view(n, layer.width, m_cols)
+            dz = term if dz is None else dz + term
+        if dz is not None:
+            tangent = dz if layer.slope is None else dz * layer.slope[:, :, None]
+        if m < len(layers) - 1:
+            hidden.append(tangent if tangent is not None
+                          else d.new_zeros(n, layer.width, m_cols))
+    output = tangent if tangent is not None else d.new_zeros(n, layers[-1].width, m_cols)
+    return tuple(hidden), output
+
+
+# -- the generic path -------------------------------------------------------------------------
 
 
 def network_function(network: RepresentationNetwork):
@@ -38,16 +379,7 @@ def network_function(network: RepresentationNetwork):
     return fn, network.flat_parameters()
 
 
-def _place(network, patterns, device, dtype):
-    net = placed(network, device, dtype)
-    weight = next(iter(net.parameters()))
-    return net, patterns.to(weight.device, weight.dtype)
-
-
-def jacobians(network: RepresentationNetwork, patterns: PatternSet, device=None,
-              dtype=None) -> Jacobians:
-    """J_f (n, O, P) and J_h (one (n, H_l, P) per layer) at the network's current weights."""
-    net, (x, c, _) = _place(network, patterns, device, dtype)
+def _generic_jacobians(net, x, c) -> Jacobians:
     fn, theta = network_function(net)
 
     def single(theta, xi, ci):
@@ -59,31 +391,14 @@ def jacobians(network: RepresentationNetwork, patterns: PatternSet, device=None,
     return Jacobians(output=output, hidden=tuple(hidden))
 
 
-def ntk_matrix(network: RepresentationNetwork, patterns_a: PatternSet,
-               patterns_b: PatternSet | None = None, device=None, dtype=None) -> torch.Tensor:
-    """eNTK Theta[i, o, j, o'] = <df_o(x_i)/dtheta, df_o'(x'_j)/dtheta>, (n_a, O, n_b, O)."""
-    ja = jacobians(network, patterns_a, device, dtype).output
-    jb = ja if patterns_b is None else jacobians(network, patterns_b, device, dtype).output
-    return torch.einsum("iop,jqp->iojq", ja, jb)
-
-
-def pseudo_kernel_matrix(network: RepresentationNetwork, probes: PatternSet, train: PatternSet,
-                         device=None, dtype=None) -> tuple[torch.Tensor, ...]:
-    """Pi[i, u, j, o] = <dh_u(x_i)/dtheta, df_o(x_j)/dtheta>, one (n_p, H_l, n_t, O) per layer."""
-    jp = jacobians(network, probes, device, dtype)
-    jt = jacobians(network, train, device, dtype).output
-    return tuple(torch.einsum("iup,jop->iujo", jh, jt) for jh in jp.hidden)
-
-
-def jacobian_product(network: RepresentationNetwork, patterns: PatternSet, d: torch.Tensor,
-                     device=None, dtype=None) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
-    """J(patterns) d for directions d (P, m): (one (n, H_l, m) per layer, (n, O, m)).
-
-    Forward-mode products (torch.func.jvp) batched over the m directions; J is never formed.
-    """
-    net, (x, c, _) = _place(network, patterns, device, dtype)
+def _generic_transpose(net, x, c, a):
     fn, theta = network_function(net)
-    d = d.to(theta)
+    _, pull = torch.func.vjp(lambda t: fn(t, x, c)[1], theta)
+    return vmap(lambda coefficients: pull(coefficients)[0], in_dims=-1)(a).T
+
+
+def _generic_forward_product(net, x, c, d):
+    fn, theta = network_function(net)
 
     def push(direction):
         return torch.func.jvp(lambda t: fn(t, x, c), (theta,), (direction,))[1]
@@ -92,14 +407,334 @@ def jacobian_product(network: RepresentationNetwork, patterns: PatternSet, d: to
     return tuple(h.movedim(0, -1) for h in hidden), output.movedim(0, -1)
 
 
-def jacobian_transpose_product(network: RepresentationNetwork, patterns: PatternSet,
-                               a: torch.Tensor, device=None, dtype=None) -> torch.Tensor:
-    """J_f(patterns)^T a = sum_i J_f(x_i)^T a_i for coefficients a (n, O, m): (P, m).
+# -- blocking ---------------------------------------------------------------------------------
 
-    Reverse-mode products (torch.func.vjp) batched over the m coefficient sets.
-    """
+
+def _widths(net: RepresentationNetwork, n_outputs: int) -> int:
+    return sum(net.hidden_sizes) + n_outputs
+
+
+def _column_block(n_parameters: int, m: int) -> int:
+    return max(1, min(m, BLOCK_NUMBERS // max(n_parameters, 1)))
+
+
+def _pattern_block(block_size, net, n_outputs: int, m_cols: int, n: int) -> int:
+    if block_size is not None:
+        return int(block_size)
+    widths = _widths(net, n_outputs)
+    per_pattern = widths * (m_cols + n_outputs + max(net.hidden_sizes))
+    return max(1, min(n, BLOCK_NUMBERS // per_pattern))
+
+
+def _blocks(n: int, size: int):
+    return [slice(start, min(start + size, n)) for start in range(0, n, size)]
+
+
+def _rows_of(c, rows):
+    return None if c is None else c[rows]
+
+
+# -- public tensor-level API ------------------------------------------------------------------
+
+
+def jacobians(network: RepresentationNetwork, patterns: PatternSet, device=None, dtype=None,
+              method: str = "auto") -> Jacobians:
+    """J_f (n, O, P) and J_h (one (n, H_l, P) per layer) at the network's current weights, with
+    respect to the trainable parameters in flat order (``network.flat_parameters()``)."""
     net, (x, c, _) = _place(network, patterns, device, dtype)
-    fn, theta = network_function(net)
-    _, pull = torch.func.vjp(lambda t: fn(t, x, c)[1], theta)
-    a = a.to(theta)
-    return vmap(lambda coefficients: pull(coefficients)[0], in_dims=-1)(a).T
+    if _resolve_method(net, method) == "generic":
+        return _generic_jacobians(net, x, c)
+    layers = _layers(net, x, c)
+    hidden = tuple(_structured_jacobian(net, layers, t) for t in range(len(layers) - 1))
+    return Jacobians(output=_structured_jacobian(net, layers, len(layers) - 1), hidden=hidden)
+
+
+def ntk_matrix(network: RepresentationNetwork, patterns_a: PatternSet,
+               patterns_b: PatternSet | None = None, device=None, dtype=None,
+               method: str = "auto") -> torch.Tensor:
+    """eNTK Theta[i, o, j, q] = <df_o(x_i)/dtheta, df_q(x'_j)/dtheta>, (n_a, O, n_b, O);
+    ``patterns_b=None`` means patterns_a."""
+    net, (xa, ca, _) = _place(network, patterns_a, device, dtype)
+    same = patterns_b is None
+    xb, cb = (xa, ca) if same else patterns_b.to(xa.device, xa.dtype)[:2]
+    if _resolve_method(net, method) == "generic":
+        ja = _generic_jacobians(net, xa, ca).output
+        jb = ja if same else _generic_jacobians(net, xb, cb).output
+        return torch.einsum("iop,jqp->iojq", ja, jb)
+    la = _layers(net, xa, ca)
+    lb = la if same else _layers(net, xb, cb)
+    return _structured_kernel(la, lb, len(la) - 1)
+
+
+def pseudo_kernel_matrix(network: RepresentationNetwork, probes: PatternSet, train: PatternSet,
+                         device=None, dtype=None, method: str = "auto") -> tuple[torch.Tensor, ...]:
+    """Pi[i, u, j, q] = <dh_u(x_i)/dtheta, df_q(x'_j)/dtheta>, one (n_p, H_l, n_t, O) per hidden
+    layer. Dense: n_p H n_t O numbers; use kernel_product when that is too large."""
+    net, (xp, cp, _) = _place(network, probes, device, dtype)
+    xt, ct, _ = train.to(xp.device, xp.dtype)
+    if _resolve_method(net, method) == "generic":
+        jp = _generic_jacobians(net, xp, cp)
+        jt = _generic_jacobians(net, xt, ct).output
+        return tuple(torch.einsum("iup,jqp->iujq", jh, jt) for jh in jp.hidden)
+    lp, lt = _layers(net, xp, cp), _layers(net, xt, ct)
+    return tuple(_structured_kernel(lp, lt, t) for t in range(len(lp) - 1))
+
+
+def jacobian_transpose_product(network: RepresentationNetwork, patterns: PatternSet,
+                               a: torch.Tensor, device=None, dtype=None, method: str = "auto",
+                               block_size: int | None = None) -> torch.Tensor:
+    """J_f(patterns)^T a = sum_i J_f(x_i)^T a_i for coefficients a (n, O, m): (P, m), the weight
+    change direction of dual coefficients a. Computed in blocks of ``block_size`` patterns."""
+    net, (x, c, _) = _place(network, patterns, device, dtype)
+    _check_block_size(block_size)
+    n, n_out = len(patterns), patterns.n_outputs
+    a = _coefficients(a, n, n_out, x, "a")
+    structured = _resolve_method(net, method) == "structured"
+    size = _pattern_block(block_size, net, n_out, a.shape[-1], n)
+    out = None
+    for rows in _blocks(n, size):
+        if structured:
+            part = _structured_transpose(net, _layers(net, x[rows], _rows_of(c, rows)), a[rows])
+        else:
+            part = _generic_transpose(net, x[rows], _rows_of(c, rows), a[rows])
+        out = part if out is None else out.add_(part)
+    return out
+
+
+def jacobian_product(network: RepresentationNetwork, patterns: PatternSet, d: torch.Tensor,
+                     device=None, dtype=None, method: str = "auto",
+                     block_size: int | None = None
+                     ) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+    """J(patterns) d for weight directions d (P, m): (one (n, H_l, m) per hidden layer,
+    (n, O, m)), forward mode through the layers; J is never formed."""
+    net, (x, c, _) = _place(network, patterns, device, dtype)
+    _check_block_size(block_size)
+    if d.ndim != 2 or d.shape[0] != net.n_parameters:
+        raise ValueError(f"d must have shape (P, m) = ({net.n_parameters}, m), got "
+                         f"{tuple(d.shape)}: one column per weight direction")
+    d = d.to(device=x.device, dtype=x.dtype)
+    structured = _resolve_method(net, method) == "structured"
+    n = len(patterns)
+    size = _pattern_block(block_size, net, patterns.n_outputs, d.shape[-1], n)
+    hidden, output = [], []
+    for rows in _blocks(n, size):
+        if structured:
+            h, f = _structured_forward_product(net, _layers(net, x[rows], _rows_of(c, rows)), d)
+        else:
+            h, f = _generic_forward_product(net, x[rows], _rows_of(c, rows), d)
+        hidden.append(h)
+        output.append(f)
+    return tuple(torch.cat(layer) for layer in zip(*hidden)), torch.cat(output)
+
+
+def _coefficients(a: torch.Tensor, n: int, n_out: int, like: torch.Tensor, name: str):
+    if not isinstance(a, torch.Tensor) or a.ndim != 3 or tuple(a.shape[:2]) != (n, n_out):
+        shape = tuple(a.shape) if isinstance(a, torch.Tensor) else type(a).__name__
+        raise ValueError(f"{name} must be a tensor of shape (n, O, m) = ({n}, {n_out}, m), got "
+                         f"{shape}: one (O,) coefficient per training pattern and column")
+    return a.to(device=like.device, dtype=like.dtype)
+
+
+def kernel_product(network: RepresentationNetwork, probes: PatternSet, train: PatternSet,
+                   a: torch.Tensor, target: str = "output", block_size: int | None = None,
+                   device=None, dtype=None, method: str = "auto"):
+    """K(probes, train) a without forming K: sum_{j, q} K[i, u, j, q] a[j, q, :].
+
+    a (n_t, O, m). target "output": Theta, returns (n_p, O, m); "hidden": Pi, returns one
+    (n_p, H_l, m) per hidden layer. Computed as J(probes) (J_f(train)^T a) in blocks: patterns
+    in blocks of ``block_size`` (automatic: about 2^24 numbers per block), columns in chunks
+    keeping the (P, m_chunk) weight direction under the same budget. Extra memory is about
+    block_size (sum_l H_l + O) m_chunk + P m_chunk numbers, never n_p n_t.
+    """
+    _check_choice("target", target, TARGETS)
+    net, (xp, _, _) = _place(network, probes, device, dtype)
+    _check_block_size(block_size)
+    n_t, n_out = len(train), train.n_outputs
+    a = _coefficients(a, n_t, n_out, xp, "a")
+    m_cols = a.shape[-1]
+    step = _column_block(net.n_parameters, m_cols)
+    hidden_parts, output_parts = [], []
+    for start in range(0, m_cols, step):
+        columns = a[..., start:start + step]
+        direction = jacobian_transpose_product(net, train, columns, method=method,
+                                               block_size=block_size)
+        hidden, output = jacobian_product(net, probes, direction, method=method,
+                                          block_size=block_size)
+        hidden_parts.append(hidden)
+        output_parts.append(output)
+    if target == "output":
+        return torch.cat(output_parts, dim=-1)
+    return tuple(torch.cat(layer, dim=-1) for layer in zip(*hidden_parts))
+
+
+def weighted_kernel_matrix(network: RepresentationNetwork, probes: PatternSet,
+                           train: PatternSet, weights: torch.Tensor, target: str = "output",
+                           device=None, dtype=None, method: str = "auto"):
+    """sum_q K[i, u, j, q] w[j, q], not summed over the training patterns j, for weights w
+    (n_t, O): (n_p, O, n_t) for target "output" (Theta), one (n_p, H_l, n_t) per hidden layer
+    for "hidden" (Pi). With w = loss gradients this is the loss-weighted kernel up to -rho."""
+    _check_choice("target", target, TARGETS)
+    net, (xp, cp, _) = _place(network, probes, device, dtype)
+    n_t, n_out = len(train), train.n_outputs
+    if not isinstance(weights, torch.Tensor) or tuple(weights.shape) != (n_t, n_out):
+        raise ValueError(f"weights must be a tensor of shape (n_t, O) = ({n_t}, {n_out}), got "
+                         f"{getattr(weights, 'shape', type(weights).__name__)}")
+    weights = weights.to(device=xp.device, dtype=xp.dtype)
+    if _resolve_method(net, method) == "generic":
+        eye = torch.eye(n_t, dtype=xp.dtype, device=xp.device)
+        a = weights[:, :, None] * eye[:, None, :]  # column j carries pattern j only
+        return kernel_product(net, probes, train, a, target=target, method="generic")
+    xt, ct, _ = train.to(xp.device, xp.dtype)
+    lp, lt = _layers(net, xp, cp), _layers(net, xt, ct)
+    last = len(lp) - 1
+    if target == "output":
+        return _structured_weighted(lp, lt, last, weights)
+    return tuple(_structured_weighted(lp, lt, t, weights) for t in range(last))
+
+
+# -- xarray-level API -------------------------------------------------------------------------
+
+
+def _item_coords(patterns: PatternSet, dim: str, prefix: str = "", suffix: str = "") -> dict:
+    coords = {}
+    for name, (_, values) in patterns.coords().items():
+        key = dim if name == "item" else f"{prefix}{name}{suffix}"
+        coords[key] = (dim, values)
+    return coords
+
+
+def _numpy(t: torch.Tensor) -> np.ndarray:
+    return t.detach().cpu().numpy()
+
+
+def _stack_layers(layers: Sequence[torch.Tensor], unit_axis: int) -> np.ndarray:
+    """Per-layer arrays -> one array with a leading layer axis, narrower layers NaN-padded."""
+    width = max(t.shape[unit_axis] for t in layers)
+    arrays = []
+    for t in layers:
+        a = _numpy(t)
+        pad = [(0, 0)] * a.ndim
+        pad[unit_axis] = (0, width - a.shape[unit_axis])
+        arrays.append(np.pad(a, pad, constant_values=np.nan))
+    return np.stack(arrays)
+
+
+def _hidden_array(layers: Sequence[torch.Tensor], dims: tuple[str, ...], unit_axis: int,
+                  coords: dict, name: str, attrs: dict) -> xr.DataArray:
+    if len(layers) == 1:
+        data, dims_out = _numpy(layers[0]), dims
+    else:
+        data, dims_out = _stack_layers(layers, unit_axis), ("layer", *dims)
+        coords = {**coords, "layer": ("layer", np.arange(len(layers)))}
+    coords = {**coords, "unit": ("unit", np.arange(data.shape[len(dims_out) - len(dims)
+                                                                 + unit_axis]))}
+    return xr.DataArray(data, dims=dims_out, coords=coords, name=name, attrs=attrs)
+
+
+def _attrs(net, method: str, **extra) -> dict:
+    weight = next(iter(net.parameters()))
+    return {"method": method, "device": str(weight.device),
+            "dtype": str(weight.dtype).replace("torch.", ""),
+            "trainable": ",".join(net.trainable_names()), **extra}
+
+
+def ntk(network: RepresentationNetwork, patterns_a: PatternSet,
+        patterns_b: PatternSet | None = None, method: str = "auto", device=None,
+        dtype=None) -> xr.DataArray:
+    """eNTK Theta(x, x') = J_f(x) J_f(x')^T as a DataArray with dims
+    (item, output_unit, item_b, output_unit_b); ``patterns_b=None`` means patterns_a.
+
+    Item labels become coordinates (those of patterns_b with a ``_b`` suffix). DESIGN.md's dims
+    (item, output, item_b, output_b) are named output_unit(_b) here: see the module docstring.
+    """
+    net = _network(network, device, dtype)
+    values = ntk_matrix(net, patterns_a, patterns_b, method=method)
+    other = patterns_a if patterns_b is None else patterns_b
+    n_out = values.shape[1]
+    coords = {**_item_coords(patterns_a, "item"), **_item_coords(other, "item_b", suffix="_b"),
+              "output_unit": ("output_unit", np.arange(n_out)),
+              "output_unit_b": ("output_unit_b", np.arange(n_out))}
+    return xr.DataArray(_numpy(values), dims=("item", "output_unit", "item_b", "output_unit_b"),
+                        coords=coords, name="ntk",
+                        attrs=_attrs(net, _resolve_method(net, method),
+                                     equation="Theta[i,o,j,q] = <df_o(x_i)/dtheta, "
+                                              "df_q(x'_j)/dtheta>"))
+
+
+def pseudo_kernel(network: RepresentationNetwork, probes: PatternSet, train: PatternSet,
+                  method: str = "auto", device=None, dtype=None) -> xr.DataArray:
+    """Pseudo-kernel Pi(x, x') = J_h(x) J_f(x')^T as a DataArray with dims
+    (item, unit, train_item, output_unit), plus a leading ``layer`` dim (narrower layers padded
+    with NaN) when the network has several hidden layers. Training-pattern labels become
+    coordinates with a ``train_`` prefix. Dense (n_p H n_t O numbers): for large sets use
+    kernel_product."""
+    net = _network(network, device, dtype)
+    layers = pseudo_kernel_matrix(net, probes, train, method=method)
+    coords = {**_item_coords(probes, "item"),
+              **_item_coords(train, "train_item", prefix="train_"),
+              "output_unit": ("output_unit", np.arange(train.n_outputs))}
+    return _hidden_array(layers, ("item", "unit", "train_item", "output_unit"), 1, coords,
+                         "pseudo_kernel",
+                         _attrs(net, _resolve_method(net, method),
+                                equation="Pi[i,u,j,q] = <dh_u(x_i)/dtheta, df_q(x'_j)/dtheta>"))
+
+
+def loss_rate(n: int, stage: Stage | None = None, lr: float | None = None,
+              reduction: str | None = None) -> float:
+    """rho, the weight of each pattern's gradient in one expected step: eta / n (mean reduction)
+    or eta (sum) for full batch; Stage.drift_rate / n for a stage (its expected drift, which is
+    the same for full-batch stages)."""
+    if stage is not None:
+        if lr is not None or reduction is not None:
+            raise ValueError("give either stage= or lr= and reduction=, not both: the stage "
+                             "already sets the learning rate and the reduction")
+        return stage.drift_rate / len(stage.patterns)
+    if lr is None:
+        raise ValueError("the loss-weighted kernel needs a learning rate: give stage= or lr= "
+                         "(and reduction=, default 'mean')")
+    if not (isinstance(lr, (int, float, np.floating)) and np.isfinite(lr) and lr > 0):
+        raise ValueError(f"lr must be a positive finite number, got {lr!r}")
+    reduction = reduction or "mean"
+    _check_choice("reduction", reduction, REDUCTIONS)
+    return float(lr) / n if reduction == "mean" else float(lr)
+
+
+def loss_weighted_kernel(network: RepresentationNetwork, probes: PatternSet,
+                         train: PatternSet | None = None, stage: Stage | None = None,
+                         lr: float | None = None, reduction: str | None = None,
+                         loss: str | None = None, target: str = "output",
+                         method: str = "auto", device=None, dtype=None) -> xr.DataArray:
+    """The published loss-weighted kernel PNTK(x, x_j) = -rho J(x) J_f(x_j)^T g_j.
+
+    g_j = grad_f l(f(x_j), y_j) (repkernel.losses; f - y for mse), rho = eta / n for mean
+    reduction and eta for sum (``loss_rate``); ``stage`` supplies eta, the reduction, the loss and
+    (when ``train`` is None) the training patterns. target "output" (J = J_f): dims
+    (item, output_unit, train_item); "hidden" (J = J_h): (item, unit, train_item), with a leading
+    ``layer`` dim for several hidden layers. Summed over train_item it is the first-order change
+    of f (or h) on the probes after one full-batch gradient step.
+    """
+    _check_choice("target", target, TARGETS)
+    if train is None:
+        if stage is None:
+            raise ValueError("give the training patterns: train= or stage=")
+        train = stage.patterns
+    loss = loss or (stage.loss if stage is not None else "mse")
+    check_loss(loss, "mean")
+    rate = loss_rate(len(train), stage, lr, reduction)
+    net = _network(network, device, dtype)
+    _check_outputs(net, train, "training")
+    with torch.no_grad():
+        _, f = net.represent(train)
+    y = train.to(f.device, f.dtype)[2]
+    grads = loss_gradient(f, y, loss)
+    values = weighted_kernel_matrix(net, probes, train, grads, target=target, method=method)
+    attrs = _attrs(net, _resolve_method(net, method), rate=rate, loss=loss, target=target,
+                   equation="PNTK[i,u,j] = -rho sum_q K[i,u,j,q] g[j,q]")
+    coords = {**_item_coords(probes, "item"),
+              **_item_coords(train, "train_item", prefix="train_")}
+    if target == "output":
+        coords["output_unit"] = ("output_unit", np.arange(train.n_outputs))
+        return xr.DataArray(_numpy(-rate * values), dims=("item", "output_unit", "train_item"),
+                            coords=coords, name="loss_weighted_kernel", attrs=attrs)
+    return _hidden_array([-rate * v for v in values], ("item", "unit", "train_item"), 1, coords,
+                         "loss_weighted_kernel", attrs)
