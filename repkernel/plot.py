@@ -152,6 +152,14 @@ def _unique(parts: list[tuple[str, xr.Dataset]]) -> list[tuple[str, xr.Dataset]]
     return out
 
 
+def _group(data: Data, name: str) -> xr.Dataset | None:
+    """A study group (``compare``, ``multitask``, ``kernel``) of a DataTree or mapping, if any."""
+    if isinstance(data, (xr.DataTree, Mapping)) and name in data:
+        group = data[name]
+        return group.to_dataset() if isinstance(group, xr.DataTree) else group
+    return None
+
+
 def _drop_empty(ds: xr.Dataset) -> xr.Dataset:
     """After splitting a combined Dataset by source, drop variables that are all NaN there."""
     keep = [v for v in ds.data_vars
@@ -172,6 +180,8 @@ def _fmt(value: Any) -> str:
 def _panel_name(source: str, coords: Mapping[str, Any]) -> str:
     """'forecast (linear, init_scale=0.1)' from a source name and the panel's coordinates."""
     parts = [_fmt(v) if d == "readout" else f"{d}={_fmt(v)}" for d, v in coords.items()]
+    if not source:
+        return ", ".join(parts)
     return source + (f" ({', '.join(parts)})" if parts else "")
 
 
@@ -425,33 +435,45 @@ def _representations(data: Data, variable: str, what: str) -> list[tuple[str, xr
     return parts
 
 
-def _rsm_of(ds: xr.Dataset) -> xr.DataArray:
-    """(…, item, item_b) RSM: a stored ``rsm`` variable, or Pearson RSMs of ``hidden``."""
-    if "rsm" in ds.data_vars:
-        return ds["rsm"]
-    from repkernel import similarity  # lazily: plotting must import without the science
+def _science(module: str):
+    """repkernel.<module>, imported only when a figure needs it (plotting imports without it)."""
+    import importlib
 
-    hidden = ds["hidden"]
-    matrix = similarity.rsm(hidden)
+    try:
+        return importlib.import_module(f"repkernel.{module}")
+    except ImportError as error:
+        raise ValueError(f"this figure needs repkernel.{module}, which cannot be imported "
+                         f"({error}); pass precomputed matrices instead") from None
+
+
+def _rsm(hidden: xr.DataArray) -> xr.DataArray:
+    """(…, item, item_b) Pearson RSMs of hidden (…, item, unit) (repkernel.similarity.rsm)."""
+    matrix = _science("similarity").rsm(hidden)
     if not isinstance(matrix, xr.DataArray):
         lead = [d for d in hidden.dims if d not in ("item", "unit")]
         matrix = xr.DataArray(np.asarray(matrix), dims=(*lead, "item", "item_b"),
                               coords={d: hidden[d] for d in lead if d in hidden.coords})
-    *lead, a, b = matrix.dims
+    *_, a, b = matrix.dims
     if (a, b) != ("item", "item_b"):
         matrix = matrix.rename({a: "item", b: "item_b"})
     return matrix.assign_coords({c: hidden[c] for c in _coords_of(hidden, "item")})
 
 
-def _matrix_heatmaps(named: list[tuple[str, xr.DataArray]], times: Sequence[int] | None,
+def _at_times(named: list[tuple[str, xr.DataArray]], times: Sequence[int] | None
+              ) -> tuple[list[tuple[str, xr.DataArray]], list[int] | None]:
+    """Select the checkpoints to draw (before any matrix is computed)."""
+    steps = _choose_times([da for _, da in named], times)
+    if steps is None:
+        return named, None
+    return [(n, da.sel(time=steps) if "time" in da.dims else da) for n, da in named], steps
+
+
+def _matrix_heatmaps(named: list[tuple[str, xr.DataArray]], steps: list[int] | None,
                      axes_of, cmap: str, cbar_label: str, what: str, square: bool,
                      limits: tuple[float | None, float | None]) -> Figure:
     """Columns: sources x extra dims (forecast | actual); rows: checkpoints. One colour scale."""
-    steps = _choose_times([da for _, da in named], times)
     columns: list[tuple[str, xr.DataArray]] = []
     for source, da in named:
-        if steps is not None and "time" in da.dims:
-            da = da.sel(time=steps)
         keep = [d for d in da.dims if d in ("time",)] + list(da.dims[-2:])
         columns += [(_panel_name(source, coords), sub) for coords, sub in _panels(da, keep)]
     n_rows = len(steps) if steps is not None else 1
@@ -468,7 +490,7 @@ def _matrix_heatmaps(named: list[tuple[str, xr.DataArray]], times: Sequence[int]
             mesh = _heatmap(axes[i, j], panel.values, rows_axis, cols_axis, cmap, lims,
                             show_y=j == 0, show_x=i == n_rows - 1, square=square,
                             axis_labels=False)
-            title = name if t is None else f"{name}\nstep {t}"
+            title = "\n".join(x for x in (name, "" if t is None else f"step {t}") if x)
             axes[i, j].set_title(title)
         if j == 0:  # one label per figure axis: the panels share their items
             fig.supylabel(rows_axis.label, fontsize=STYLE["axes.labelsize"])
@@ -489,17 +511,23 @@ def rsm_heatmaps(data: Data, times: Sequence[int] | None = None, group_by: str |
     "auto": task, else task set, else k). Colour scale: diverging around 0, shared by panels.
     """
     if isinstance(data, xr.DataArray):
-        named = [(str(data.attrs.get("source", data.name or "rsm")), data)]
+        named, compute = [(str(data.attrs.get("source", "")), data)], None
     elif _has(data, "rsm"):
         named = [(n, ds["rsm"]) for n, ds in _named(data) if "rsm" in ds.data_vars]
+        compute = None
     else:
-        named = [(n, _rsm_of(ds)) for n, ds in _representations(data, "hidden", "an RSM figure")]
+        named = [(n, ds["hidden"]) for n, ds in
+                 _representations(data, "hidden", "an RSM figure")]
+        compute = _rsm
+    named, steps = _at_times(named, times)
+    if compute is not None:
+        named = [(n, compute(da)) for n, da in named]
 
     def axes_of(da):
         axis = _item_axis(da, da.dims[-2], group_by)
         return axis, axis
 
-    return _matrix_heatmaps(named, times, axes_of, CORRELATION_CMAP,
+    return _matrix_heatmaps(named, steps, axes_of, CORRELATION_CMAP,
                             "representational similarity (Pearson r)", "the RSM figure", True,
                             (vmin, vmax))
 
@@ -508,28 +536,26 @@ def _has(data: Data, variable: str) -> bool:
     return any(variable in ds.data_vars for _, ds in _named(data))
 
 
-def _task_similarity_of(ds: xr.Dataset) -> xr.DataArray:
-    """(…, task, task_b) matrix: stored ``task_similarity``, or computed from ``hidden``."""
-    if "task_similarity" in ds.data_vars:
-        matrix = ds["task_similarity"]
-    else:
-        from repkernel import similarity  # lazily: plotting must import without the science
-
-        hidden = ds["hidden"]
-        if _coord_on(hidden, "item", "task") is None:
-            raise ValueError("task similarity needs a 'task' coordinate on the probe items "
-                             "(probes made by a MultitaskEnvironment)")
-        matrix = similarity.task_similarity(hidden)
-        if isinstance(matrix, tuple):
-            matrix = matrix[0]
-        if isinstance(matrix, xr.Dataset):
-            matrix = matrix["task_similarity"]
-    *_, a, b = matrix.dims
-    if (a, b) != ("task", "task_b"):
-        matrix = matrix.rename({a: "task", b: "task_b"})
-    if "hidden" in ds.data_vars and _coord_on(matrix, "task", "input_dim") is None:
-        matrix = matrix.assign_coords(_task_dims(ds["hidden"], matrix["task"].values))
+def _task_similarity(hidden: xr.DataArray) -> xr.DataArray:
+    """(…, task, task_b) matrix of hidden (…, item, unit) (repkernel.similarity
+    .task_similarity), with each task's input and output dim as coordinates."""
+    if _coord_on(hidden, "item", "task") is None:
+        raise ValueError("task similarity needs a 'task' coordinate on the probe items "
+                         "(probes made by a MultitaskEnvironment)")
+    matrix = _science("similarity").task_similarity(hidden)
+    if isinstance(matrix, tuple):
+        matrix = matrix[0]
+    if isinstance(matrix, xr.Dataset):
+        matrix = matrix["task_similarity"]
+    matrix = _task_matrix(matrix)
+    if _coord_on(matrix, "task", "input_dim") is None:
+        matrix = matrix.assign_coords(_task_dims(hidden, matrix["task"].values))
     return matrix
+
+
+def _task_matrix(matrix: xr.DataArray) -> xr.DataArray:
+    *_, a, b = matrix.dims
+    return matrix if (a, b) == ("task", "task_b") else matrix.rename({a: "task", b: "task_b"})
 
 
 def _task_dims(hidden: xr.DataArray, tasks: np.ndarray) -> dict[str, tuple]:
@@ -558,20 +584,24 @@ def task_similarity_heatmaps(data: Data, times: Sequence[int] | None = None,
     "index (input→output dim)". Diverging colour scale around 0, shared by all panels.
     """
     if isinstance(data, xr.DataArray):
-        named = [(str(data.attrs.get("source", data.name or "task similarity")),
-                  _task_similarity_of(data.to_dataset(name="task_similarity")))]
+        named = [(str(data.attrs.get("source", "")), data)]
+        compute = _task_matrix
     elif _has(data, "task_similarity"):
-        named = [(n, _task_similarity_of(ds)) for n, ds in _named(data)
+        named = [(n, ds["task_similarity"]) for n, ds in _named(data)
                  if "task_similarity" in ds.data_vars]
+        compute = _task_matrix
     else:
-        named = [(n, _task_similarity_of(ds)) for n, ds in
+        named = [(n, ds["hidden"]) for n, ds in
                  _representations(data, "hidden", "a task-similarity figure")]
+        compute = _task_similarity
+    named, steps = _at_times(named, times)
+    named = [(n, compute(da)) for n, da in named]
 
     def axes_of(da):
         axis = _value_axis(da, "task")  # square: task_b runs over the same tasks
         return axis, axis
 
-    return _matrix_heatmaps(named, times, axes_of, CORRELATION_CMAP, "task similarity (Pearson r)",
+    return _matrix_heatmaps(named, steps, axes_of, CORRELATION_CMAP, "task similarity (Pearson r)",
                             "the task-similarity figure", True, (vmin, vmax))
 
 
@@ -873,10 +903,10 @@ def fidelity_curves(data: xr.Dataset | Data, metrics: Sequence[str] | None = Non
 def _comparison(data: Data) -> xr.Dataset:
     """The metric Dataset: ``data`` itself, a study's ``compare`` group, or a comparison of a
     forecast with an actual result."""
+    group = _group(data, "compare")
+    if group is not None:
+        return group
     parts = _named(data)
-    named = dict(parts)
-    if "compare" in named:
-        return named["compare"]
     with_hidden = [(n, ds) for n, ds in parts if "hidden" in ds.data_vars]
     if not with_hidden:
         if len(parts) != 1:
@@ -887,9 +917,7 @@ def _comparison(data: Data) -> xr.Dataset:
         raise ValueError("a fidelity figure compares a forecast with an actual result: give "
                          "both (e.g. forecast.nc actual.nc) or a comparison Dataset from "
                          "repkernel.similarity.compare")
-    from repkernel import similarity  # lazily: plotting must import without the science
-
-    return similarity.compare(sources["forecast"], sources["actual"])
+    return _science("similarity").compare(sources["forecast"], sources["actual"])
 
 
 # -- multitask scores -------------------------------------------------------------------------
@@ -993,12 +1021,12 @@ def _conditions(frame: pd.DataFrame, group: list[str]) -> pd.Series:
 def _multitask_part(data: Data) -> xr.Dataset:
     """The scores: ``data`` itself, a study's ``multitask`` group, or several score Datasets
     stacked along ``source``."""
-    if isinstance(data, xr.Dataset):
+    if isinstance(data, xr.Dataset) and "hidden" not in data.data_vars:
         return data
+    group = _group(data, "multitask")
+    if group is not None:
+        return group
     parts = _named(data)
-    named = dict(parts)
-    if "multitask" in named:
-        return named["multitask"]
     scored = [(n, ds) for n, ds in parts if "hidden" not in ds.data_vars]
     if not scored:
         raise ValueError("a multitask figure needs scores from repkernel.multitask."
@@ -1013,10 +1041,10 @@ def _multitask_part(data: Data) -> xr.Dataset:
 # -- one entry point per kind -----------------------------------------------------------------
 
 def _kernel_part(data: Data, variable_hint: str, what: str) -> xr.Dataset:
+    group = _group(data, "kernel")
+    if group is not None:
+        return group
     parts = _named(data)
-    named = dict(parts)
-    if "kernel" in named:
-        return named["kernel"]
     plain = [ds for _, ds in parts if "hidden" not in ds.data_vars]
     if len(plain) == 1:
         return plain[0]
@@ -1033,7 +1061,7 @@ def render(kind: str, data: Data, times: Sequence[int] | None = None,
     every part that has the dim first; ``times`` are the checkpoints of heatmap kinds."""
     if kind not in KINDS:
         raise ValueError(f"unknown figure kind {kind!r}: choose one of {', '.join(KINDS)}")
-    parts = _select(_named(data), select or {})
+    parts = dict(_select(_named(data), select or {}))
     if times is not None and kind not in ("rsm", "task-similarity"):
         raise ValueError(f"--times applies to the rsm and task-similarity figures, not {kind}")
     if kind == "rsm":
@@ -1054,10 +1082,10 @@ def render(kind: str, data: Data, times: Sequence[int] | None = None,
                                               "the pseudo-kernel figure"))
 
 
-def _sources(parts: list[tuple[str, xr.Dataset]]) -> list[tuple[str, xr.Dataset]] | dict:
-    """The forecast / actual results among ``parts`` (by source attribute or group name)."""
-    with_data = [(n, ds) for n, ds in parts if {"hidden", "loss"} & set(ds.data_vars)]
-    return dict(with_data) if with_data else dict(parts)
+def _sources(parts: dict[str, xr.Dataset]) -> dict[str, xr.Dataset]:
+    """The results with representations or losses among ``parts`` (forecast, actual)."""
+    with_data = {n: ds for n, ds in parts.items() if {"hidden", "loss"} & set(ds.data_vars)}
+    return with_data or parts
 
 
 def _select(parts: list[tuple[str, xr.Dataset]], select: Mapping[str, Any]
@@ -1069,12 +1097,11 @@ def _select(parts: list[tuple[str, xr.Dataset]], select: Mapping[str, Any]
     out = []
     for name, ds in parts:
         here = {d: _typed(ds, d, v) for d, v in select.items() if d in ds.dims}
-        try:
-            out.append((name, ds.sel(here) if here else ds))
-        except KeyError:
-            choices = {d: [_fmt(v) for v in ds[d].values] for d in here}
-            raise ValueError(f"no such value to select in {name}: {dict(select)}; the choices "
-                             f"are {choices}") from None
+        for dim, value in here.items():
+            if dim in ds.coords and value not in ds[dim].values.tolist():
+                choices = ", ".join(_fmt(v) for v in ds[dim].values)
+                raise ValueError(f"{dim}={_fmt(value)} is not in {name}: {dim} takes {choices}")
+        out.append((name, ds.sel(here) if here else ds))
     return out
 
 
