@@ -280,18 +280,17 @@ def _structured_weighted(la: list[_Layer], lb: list[_Layer], target: int,
     da, fa = _signals(la, target)
     db, fb = _signals(lb, last)
     n_a, n_b, width = da.shape[0], db.shape[0], da.shape[1]
-    out = torch.zeros(n_a, width, n_b, dtype=da.dtype, device=da.device)
+    out = None
     for m in range(target + 1):
         if not la[m].params:
             continue
         gram = _gram(la[m], lb[m], n_a, n_b, da)
         # v[j, k] = sum_q d f_q(x'_j)/dz_m,k w[j, q]
         v = db * weights if m == last else (fb[m].transpose(1, 2) @ weights[..., None])[..., 0]
-        if m == target:
-            out.add_(da[:, :, None] * v.T[None] * gram[:, None, :])
-        else:
-            out.add_((fa[m] @ v.T) * gram[:, None, :])
-    return out
+        term = da[:, :, None] * v.T[None] if m == target else fa[m] @ v.T
+        term.mul_(gram[:, None, :])
+        out = term if out is None else out.add_(term)
+    return out if out is not None else da.new_zeros(n_a, width, n_b)
 
 
 def _structured_jacobian(net, layers: list[_Layer], target: int) -> torch.Tensor:
@@ -337,8 +336,10 @@ def _structured_transpose(net, layers: list[_Layer], a: torch.Tensor) -> torch.T
     return torch.cat(pieces, dim=0)
 
 
-def _structured_forward_product(net, layers: list[_Layer], d: torch.Tensor):
-    """J d for directions d (P, m): (one (n, H_l, m) per hidden layer, (n, O, m))."""
+def _structured_forward_product(net, layers: list[_Layer], d: torch.Tensor,
+                                keep_hidden: bool = True):
+    """J d for directions d (P, m): (one (n, H_l, m) per hidden layer, (n, O, m)); the hidden
+    tuple is empty when not ``keep_hidden``."""
     sizes = [p.numel() for p in net.trainable_parameters().values()]
     pieces = dict(zip(net.trainable_names(), torch.split(d, sizes)))
     n, m_cols = layers[0].post.shape[0], d.shape[-1]
@@ -356,7 +357,7 @@ def _structured_forward_product(net, layers: list[_Layer], d: torch.Tensor):
             dz = term if dz is None else dz + term
         if dz is not None:
             tangent = dz if layer.slope is None else dz * layer.slope[:, :, None]
-        if m < len(layers) - 1:
+        if keep_hidden and m < len(layers) - 1:
             hidden.append(tangent if tangent is not None
                           else d.new_zeros(n, layer.width, m_cols))
     output = tangent if tangent is not None else d.new_zeros(n, layers[-1].width, m_cols)
@@ -480,19 +481,9 @@ def pseudo_kernel_matrix(network: RepresentationNetwork, probes: PatternSet, tra
     return tuple(_structured_kernel(lp, lt, t) for t in range(len(lp) - 1))
 
 
-def jacobian_transpose_product(network: RepresentationNetwork, patterns: PatternSet,
-                               a: torch.Tensor, device=None, dtype=None, method: str = "auto",
-                               block_size: int | None = None) -> torch.Tensor:
-    """J_f(patterns)^T a = sum_i J_f(x_i)^T a_i for coefficients a (n, O, m): (P, m), the weight
-    change direction of dual coefficients a. Computed in blocks of ``block_size`` patterns."""
-    net, (x, c, _) = _place(network, patterns, device, dtype)
-    _check_block_size(block_size)
-    n, n_out = len(patterns), patterns.n_outputs
-    a = _coefficients(a, n, n_out, x, "a")
-    structured = _resolve_method(net, method) == "structured"
-    size = _pattern_block(block_size, net, n_out, a.shape[-1], n)
+def _transpose(net, x, c, a, structured: bool, size: int) -> torch.Tensor:
     out = None
-    for rows in _blocks(n, size):
+    for rows in _blocks(x.shape[0], size):
         if structured:
             part = _structured_transpose(net, _layers(net, x[rows], _rows_of(c, rows)), a[rows])
         else:
@@ -501,28 +492,15 @@ def jacobian_transpose_product(network: RepresentationNetwork, patterns: Pattern
     return out
 
 
-def jacobian_product(network: RepresentationNetwork, patterns: PatternSet, d: torch.Tensor,
-                     device=None, dtype=None, method: str = "auto",
-                     block_size: int | None = None
-                     ) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
-    """J(patterns) d for weight directions d (P, m): (one (n, H_l, m) per hidden layer,
-    (n, O, m)), forward mode through the layers; J is never formed."""
-    net, (x, c, _) = _place(network, patterns, device, dtype)
-    _check_block_size(block_size)
-    if d.ndim != 2 or d.shape[0] != net.n_parameters:
-        raise ValueError(f"d must have shape (P, m) = ({net.n_parameters}, m), got "
-                         f"{tuple(d.shape)}: one column per weight direction")
-    d = d.to(device=x.device, dtype=x.dtype)
-    structured = _resolve_method(net, method) == "structured"
-    n = len(patterns)
-    size = _pattern_block(block_size, net, patterns.n_outputs, d.shape[-1], n)
+def _forward(net, x, c, d, structured: bool, size: int, keep_hidden: bool = True):
     hidden, output = [], []
-    for rows in _blocks(n, size):
+    for rows in _blocks(x.shape[0], size):
         if structured:
-            h, f = _structured_forward_product(net, _layers(net, x[rows], _rows_of(c, rows)), d)
+            h, f = _structured_forward_product(net, _layers(net, x[rows], _rows_of(c, rows)), d,
+                                               keep_hidden)
         else:
             h, f = _generic_forward_product(net, x[rows], _rows_of(c, rows), d)
-        hidden.append(h)
+        hidden.append(h if keep_hidden else ())
         output.append(f)
     return tuple(torch.cat(layer) for layer in zip(*hidden)), torch.cat(output)
 
@@ -535,31 +513,64 @@ def _coefficients(a: torch.Tensor, n: int, n_out: int, like: torch.Tensor, name:
     return a.to(device=like.device, dtype=like.dtype)
 
 
+def jacobian_transpose_product(network: RepresentationNetwork, patterns: PatternSet,
+                               a: torch.Tensor, device=None, dtype=None, method: str = "auto",
+                               block_size: int | None = None) -> torch.Tensor:
+    """J_f(patterns)^T a = sum_i J_f(x_i)^T a_i for coefficients a (n, O, m): (P, m), the weight
+    change direction of dual coefficients a. Computed in blocks of ``block_size`` patterns
+    (automatic when None); J is never formed."""
+    net, (x, c, _) = _place(network, patterns, device, dtype)
+    _check_block_size(block_size)
+    n, n_out = len(patterns), patterns.n_outputs
+    a = _coefficients(a, n, n_out, x, "a")
+    size = _pattern_block(block_size, net, n_out, a.shape[-1], n)
+    return _transpose(net, x, c, a, _resolve_method(net, method) == "structured", size)
+
+
+def jacobian_product(network: RepresentationNetwork, patterns: PatternSet, d: torch.Tensor,
+                     device=None, dtype=None, method: str = "auto",
+                     block_size: int | None = None
+                     ) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+    """J(patterns) d for weight directions d (P, m): (one (n, H_l, m) per hidden layer,
+    (n, O, m)), forward mode through the layers in blocks of ``block_size`` patterns."""
+    net, (x, c, _) = _place(network, patterns, device, dtype)
+    _check_block_size(block_size)
+    if not isinstance(d, torch.Tensor) or d.ndim != 2 or d.shape[0] != net.n_parameters:
+        raise ValueError(f"d must be a tensor of shape (P, m) = ({net.n_parameters}, m), got "
+                         f"{getattr(d, 'shape', type(d).__name__)}: one column per weight "
+                         f"direction")
+    d = d.to(device=x.device, dtype=x.dtype)
+    size = _pattern_block(block_size, net, patterns.n_outputs, d.shape[-1], len(patterns))
+    return _forward(net, x, c, d, _resolve_method(net, method) == "structured", size)
+
+
 def kernel_product(network: RepresentationNetwork, probes: PatternSet, train: PatternSet,
                    a: torch.Tensor, target: str = "output", block_size: int | None = None,
                    device=None, dtype=None, method: str = "auto"):
-    """K(probes, train) a without forming K: sum_{j, q} K[i, u, j, q] a[j, q, :].
+    """K(probes, train) a without forming K: out[i, u, :] = sum_{j, q} K[i, u, j, q] a[j, q, :].
 
-    a (n_t, O, m). target "output": Theta, returns (n_p, O, m); "hidden": Pi, returns one
-    (n_p, H_l, m) per hidden layer. Computed as J(probes) (J_f(train)^T a) in blocks: patterns
-    in blocks of ``block_size`` (automatic: about 2^24 numbers per block), columns in chunks
-    keeping the (P, m_chunk) weight direction under the same budget. Extra memory is about
-    block_size (sum_l H_l + O) m_chunk + P m_chunk numbers, never n_p n_t.
+    a (n_t, O, m). target "output": K = Theta, returns (n_p, O, m); "hidden": K = Pi, returns one
+    (n_p, H_l, m) per hidden layer. Computed as J(probes) (J_f(train)^T a), patterns in blocks of
+    ``block_size`` (None: automatic, about 2^24 numbers per block), columns of a in chunks that
+    keep the (P, m_chunk) weight direction under the same budget. Memory beyond the result is
+    about block_size (sum_l H_l + O) m_chunk + P m_chunk numbers, never n_p n_t.
     """
     _check_choice("target", target, TARGETS)
-    net, (xp, _, _) = _place(network, probes, device, dtype)
+    net, (xp, cp, _) = _place(network, probes, device, dtype)
     _check_block_size(block_size)
+    xt, ct, _ = train.to(xp.device, xp.dtype)
     n_t, n_out = len(train), train.n_outputs
     a = _coefficients(a, n_t, n_out, xp, "a")
+    structured = _resolve_method(net, method) == "structured"
     m_cols = a.shape[-1]
     step = _column_block(net.n_parameters, m_cols)
     hidden_parts, output_parts = [], []
     for start in range(0, m_cols, step):
         columns = a[..., start:start + step]
-        direction = jacobian_transpose_product(net, train, columns, method=method,
-                                               block_size=block_size)
-        hidden, output = jacobian_product(net, probes, direction, method=method,
-                                          block_size=block_size)
+        size = _pattern_block(block_size, net, n_out, columns.shape[-1], max(n_t, len(probes)))
+        direction = _transpose(net, xt, ct, columns, structured, size)
+        hidden, output = _forward(net, xp, cp, direction, structured, size,
+                                  keep_hidden=target == "hidden")
         hidden_parts.append(hidden)
         output_parts.append(output)
     if target == "output":
