@@ -66,6 +66,9 @@ LINE_PANEL = (3.2, 2.4)  # inches per line-plot panel
 MAX_PANELS = 48
 RASTER_CELLS = 4096  # heatmaps with more cells are rasterized inside vector files (file size)
 MAX_TICKS = 30  # more items than this on an axis: label groups (tasks), not items
+MAX_LABELS = 14  # evenly spaced tick labels that fit along one heatmap axis at 8 pt
+AXIS_POINTS = 118  # length of a PANEL's heatmap axis in points (minus margins), for labels
+PSEUDO_KERNEL_PANEL = (3.0, 2.8)
 REPLICATE_DIMS = ("seed",)  # averaged in line plots (mean with a +-1 sd band), never a colour
 
 Data = Union[xr.Dataset, xr.DataArray, "xr.DataTree", Mapping[str, Any], Sequence[Any]]
@@ -274,6 +277,7 @@ class _Axis:
     ticks: list[float] = field(default_factory=list)
     ticklabels: list[str] = field(default_factory=list)
     boundaries: list[float] = field(default_factory=list)
+    fontsize: float | None = None
 
 
 def _coord_on(da: xr.DataArray | xr.Dataset, dim: str, name: str) -> np.ndarray | None:
@@ -305,7 +309,8 @@ def _set_key(value: Any) -> tuple:
         return (len(parts), tuple(parts))
 
 
-def _item_axis(da: xr.DataArray | xr.Dataset, dim: str, group_by: str | None = "auto") -> _Axis:
+def _item_axis(da: xr.DataArray | xr.Dataset, dim: str, group_by: str | None = "auto",
+               axis_points: float = AXIS_POINTS) -> _Axis:
     """Order items by task set (then stimulus) and label groups of items, not single items,
     when there are many (``group_by``: a coordinate on ``dim``, "auto" or None)."""
     n = da.sizes[dim]
@@ -338,22 +343,40 @@ def _item_axis(da: xr.DataArray | xr.Dataset, dim: str, group_by: str | None = "
     order = np.lexsort(keys[::-1])
     label = dim.replace("_", " ")
     if group_by is None:
-        step = max(1, math.ceil(n / MAX_TICKS))
+        step = max(1, math.ceil(n / MAX_LABELS))
         labels = da[dim].values if dim in da.coords else np.arange(n)
         ticks = list(range(0, n, step))
         return _Axis(label, order, [t + 0.5 for t in ticks],
                      [_fmt(labels[order[t]]) for t in ticks])
     values = _coord_on(da, dim, group_by)[order]
     starts = [0] + [i for i in range(1, n) if values[i] != values[i - 1]] + [n]
-    names = (_task_names(da, dim, np.array([values[s] for s in starts[:-1]]))
-             if group_by == "task" else [_fmt(values[s]) for s in starts[:-1]])
+    if group_by == "task":
+        names = _task_names(da, dim, np.array([values[s] for s in starts[:-1]]))
+    else:
+        prefix = "k=" if group_by == "k" else ""
+        names = [prefix + _fmt(values[s]) for s in starts[:-1]]
     if group_by == "task" and names and "→" in names[0]:
         group_label = "task (input→output dim)"
     else:
         group_label = group_by.replace("_", " ")
-    return _Axis(f"{label}s by {group_label}", order,
-                 [(a + b) / 2 for a, b in zip(starts[:-1], starts[1:])], names,
-                 [float(s) for s in starts[1:-1]])
+    ticks, names, size = _thin([(a + b) / 2 for a, b in zip(starts[:-1], starts[1:])], names,
+                               n, axis_points)
+    return _Axis(f"{label}s by {group_label}", order, ticks, names,
+                 [float(s) for s in starts[1:-1]], size)
+
+
+def _thin(ticks: list[float], names: list[str], n: int, axis_points: float
+          ) -> tuple[list[float], list[str], float]:
+    """Group labels that do not overlap: smaller type (down to 6 pt) where groups are small,
+    then every label closer than that to the previous one dropped. Returns the font size too."""
+    points = [t / n * axis_points for t in ticks]
+    kept = [0]
+    for i in range(1, len(ticks)):
+        if points[i] - points[kept[-1]] >= 6.5:
+            kept.append(i)
+    spacing = min((points[b] - points[a] for a, b in zip(kept, kept[1:])), default=10.0)
+    size = float(np.clip(spacing / 1.1, 6, STYLE["ytick.labelsize"]))
+    return [ticks[i] for i in kept], [names[i] for i in kept], size
 
 
 def _coords_of(da: xr.DataArray | xr.Dataset, dim: str) -> list[str]:
@@ -378,7 +401,7 @@ def _value_axis(da: xr.DataArray, dim: str) -> _Axis:
         names = [_fmt(v) for v in values]
     if dim in da.coords and da[dim].attrs:
         label = _pretty(da[dim], label)
-    step = max(1, math.ceil(n / MAX_TICKS))
+    step = max(1, math.ceil(n / MAX_LABELS))
     return _Axis(label, np.arange(n), [i + 0.5 for i in range(0, n, step)], names[::step])
 
 
@@ -406,8 +429,8 @@ def _heatmap(ax, matrix: np.ndarray, rows: _Axis, cols: _Axis, cmap: str, limits
     sns.heatmap(matrix, ax=ax, cmap=cmap, vmin=limits[0], vmax=limits[1], cbar=False,
                 xticklabels=False, yticklabels=False, square=square,
                 rasterized=matrix.size > RASTER_CELLS)
-    ax.set_yticks(rows.ticks, rows.ticklabels if show_y else [])
-    ax.set_xticks(cols.ticks, cols.ticklabels if show_x else [])
+    ax.set_yticks(rows.ticks, rows.ticklabels if show_y else [], fontsize=rows.fontsize)
+    ax.set_xticks(cols.ticks, cols.ticklabels if show_x else [], fontsize=cols.fontsize)
     ax.tick_params(axis="x", labelrotation=90)
     ax.tick_params(axis="y", labelrotation=0)
     ax.set_ylabel(rows.label if show_y and axis_labels else "")
@@ -489,10 +512,10 @@ def _matrix_heatmaps(named: list[tuple[str, xr.DataArray]], steps: list[int] | N
             panel = sub.sel(time=t) if t is not None and "time" in sub.dims else sub
             mesh = _heatmap(axes[i, j], panel.values, rows_axis, cols_axis, cmap, lims,
                             show_y=j == 0, show_x=i == n_rows - 1, square=square,
-                            axis_labels=False)
+                            axis_labels=axes.size == 1)
             title = "\n".join(x for x in (name, "" if t is None else f"step {t}") if x)
             axes[i, j].set_title(title)
-        if j == 0:  # one label per figure axis: the panels share their items
+        if j == 0 and axes.size > 1:  # one label per figure axis: the panels share items
             fig.supylabel(rows_axis.label, fontsize=STYLE["axes.labelsize"])
             fig.supxlabel(cols_axis.label, fontsize=STYLE["axes.labelsize"])
     _colorbar(fig, mesh, axes, cbar_label)
@@ -528,7 +551,7 @@ def rsm_heatmaps(data: Data, times: Sequence[int] | None = None, group_by: str |
         return axis, axis
 
     return _matrix_heatmaps(named, steps, axes_of, CORRELATION_CMAP,
-                            "representational similarity (Pearson r)", "the RSM figure", True,
+                            "representational similarity\n(Pearson r)", "the RSM figure", True,
                             (vmin, vmax))
 
 
@@ -720,13 +743,15 @@ def pseudo_kernel_heatmap(data: xr.DataArray | xr.Dataset, reduce: str | None = 
         label = _pretty(da, name)
 
     def axes_of(da, ys, xs):
-        rows_axis, cols_axis = _item_axis(da, ys, group_by), _item_axis(da, xs, group_by)
+        length = AXIS_POINTS + (PSEUDO_KERNEL_PANEL[1] - PANEL[1]) * 72
+        rows_axis = _item_axis(da, ys, group_by, length)
+        cols_axis = _item_axis(da, xs, group_by, length)
         cols_axis.label = cols_axis.label.replace("train items", "training items", 1)
         return rows_axis, cols_axis
 
     return _facet_heatmaps([(name, da, label)], "item", "train_item", signed=reduce is None,
                            what="the pseudo-kernel figure", col_wrap=col_wrap, axes_of=axes_of,
-                           panel=(3.0, 2.8))
+                           panel=PSEUDO_KERNEL_PANEL)
 
 
 # -- curves -----------------------------------------------------------------------------------

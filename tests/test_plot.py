@@ -92,7 +92,7 @@ def test_rsm_heatmaps_forecast_and_actual_side_by_side(results):
     # items grouped and labelled by task with their input -> output dims, from the coords
     assert ticklabels(axes[0]) == ["0 (0→0)", "1 (0→1)", "2 (1→0)", "3 (1→1)"]
     assert "task" in fig.get_supylabel()
-    assert colorbar_labels(fig) == ["representational similarity (Pearson r)"]
+    assert colorbar_labels(fig) == ["representational similarity\n(Pearson r)"]
     limits = {mesh.get_clim() for ax in axes for mesh in ax.collections[:1]}
     assert len(limits) == 1 and limits.pop() == (-1.0, 1.0)  # one diverging scale around 0
 
@@ -102,7 +102,7 @@ def test_rsm_heatmaps_group_by_task_set_when_items_are_many(results):
     rsm = pearson_rsm(actual.hidden.isel(time=-1))
     fig = plot.rsm_heatmaps(rsm, group_by="k")
     assert len(panels(fig)) == 1
-    assert ticklabels(panels(fig)[0]) == ["1"]
+    assert ticklabels(panels(fig)[0]) == ["k=1"]
 
 
 @needs_similarity
