@@ -10,8 +10,25 @@ except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0+unknown"
 
 from repkernel.curriculum import Curriculum, Stage
+from repkernel.eigen import (
+    components_by,
+    components_by_input_feature,
+    kernel_eigenvectors,
+    kernel_groups,
+)
 from repkernel.environments import MultitaskEnvironment, deep_linear_modes_task, step_function_task
 from repkernel.forecasting import forecast, modes
+from repkernel.kernels import (
+    jacobian_product,
+    jacobian_transpose_product,
+    jacobians,
+    kernel_product,
+    loss_weighted_kernel,
+    ntk,
+    ntk_matrix,
+    pseudo_kernel,
+    pseudo_kernel_matrix,
+)
 from repkernel.losses import batch_loss, loss_gradient, pattern_loss
 from repkernel.networks import MLP, DeepLinear, MultitaskNetwork, RepresentationNetwork
 from repkernel.patterns import PatternSet, pattern_set
@@ -31,14 +48,27 @@ __all__ = [
     "__version__",
     "batch_loss",
     "checkpoint_steps",
+    "components_by",
+    "components_by_input_feature",
     "config_of",
     "deep_linear_modes_task",
     "forecast",
+    "jacobian_product",
+    "jacobian_transpose_product",
+    "jacobians",
+    "kernel_eigenvectors",
+    "kernel_groups",
+    "kernel_product",
     "load",
     "loss_gradient",
+    "loss_weighted_kernel",
     "modes",
+    "ntk",
+    "ntk_matrix",
     "pattern_loss",
     "pattern_set",
+    "pseudo_kernel",
+    "pseudo_kernel_matrix",
     "save",
     "step_function_task",
     "train",
