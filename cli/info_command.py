@@ -70,6 +70,9 @@ def _coordinate_summary(values) -> str:
         return ", ".join(f"{v} {int((flat == v).sum())}" for v in (True, False)
                          if (flat == v).any())
     distinct = np.unique(flat)
+    if flat.dtype.kind in "iuf" and 1 < distinct.size <= 4:
+        return ", ".join(f"{v:g}" for v in distinct) + (
+            f" ({flat.size} values)" if distinct.size == flat.size else "")
     if flat.dtype.kind in "iuf":
         span = f"{flat.min():g} … {flat.max():g}" if flat.dtype.kind == "f" else (
             f"{flat.min()} … {flat.max()}")

@@ -35,6 +35,7 @@ import seaborn as sns
 import xarray as xr
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter
 
 KINDS = ("rsm", "task-similarity", "kernel-eigenvectors", "pseudo-kernel", "fidelity",
          "multitask", "loss")
@@ -182,7 +183,8 @@ def _fmt(value: Any) -> str:
 
 def _panel_name(source: str, coords: Mapping[str, Any]) -> str:
     """'forecast (linear, init_scale=0.1)' from a source name and the panel's coordinates."""
-    parts = [_fmt(v) if d == "readout" else f"{d}={_fmt(v)}" for d, v in coords.items()]
+    ordered = sorted(coords.items(), key=lambda item: item[0] != "readout")
+    parts = [_fmt(v) if d == "readout" else f"{d}={_fmt(v)}" for d, v in ordered]
     if not source:
         return ", ".join(parts)
     return source + (f" ({', '.join(parts)})" if parts else "")
@@ -495,10 +497,14 @@ def _matrix_heatmaps(named: list[tuple[str, xr.DataArray]], steps: list[int] | N
                      axes_of, cmap: str, cbar_label: str, what: str, square: bool,
                      limits: tuple[float | None, float | None]) -> Figure:
     """Columns: sources x extra dims (forecast | actual); rows: checkpoints. One colour scale."""
-    columns: list[tuple[str, xr.DataArray]] = []
+    keyed = []
     for source, da in named:
         keep = [d for d in da.dims if d in ("time",)] + list(da.dims[-2:])
-        columns += [(_panel_name(source, coords), sub) for coords, sub in _panels(da, keep)]
+        for coords, sub in _panels(da, keep):
+            sweep = tuple((d, v) for d, v in coords.items() if d != "readout")
+            keyed.append((sweep, _panel_name(source, coords), sub))
+    # forecast and actual of the same sweep value next to each other
+    columns = [(name, sub) for _, name, sub in sorted(keyed, key=lambda column: column[0])]
     n_rows = len(steps) if steps is not None else 1
     _check_panels(len(columns) * n_rows, what)
     cells = [sub.sel(time=t).values if "time" in sub.dims else sub.values
@@ -791,12 +797,28 @@ def _hue_style(frame: pd.DataFrame, dims: list[str], hue: str | None, style: str
                              f"{rest[1:]} first, e.g. dataset.sel({rest[1]}=...) or "
                              f"`repkernel plot --select {rest[1]}=...`")
     norm, palette = None, None
+    if hue is not None and frame[hue].dtype.kind == "O":
+        values = list(dict.fromkeys(frame[hue]))
+        if any(str(v).startswith("actual") for v in values):  # actual in black, forecasts coloured
+            colours = iter(sns.color_palette())
+            palette = {v: "0.1" if str(v).startswith("actual") else next(colours) for v in values}
     if hue is not None and frame[hue].dtype.kind in "iuf":
         values = np.unique(frame[hue].to_numpy())
         palette = "flare"
         if values.min() > 0 and values.max() / values.min() >= 10:
             norm = LogNorm(values.min(), values.max())
     return hue, style, norm, palette
+
+
+def _plain_log(axis, low: float | None = None, high: float | None = None) -> None:
+    """Log-axis tick labels as plain numbers (0.3, not 3 x 10^-1); within two decades the
+    2x and 5x minor ticks are labelled too."""
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    if low is not None and high is not None and high / low < 100:
+        def minor(v, _):
+            digit = round(v / 10 ** math.floor(math.log10(v)), 6)
+            return f"{v:g}" if digit in (2, 5) else ""
+        axis.set_minor_formatter(FuncFormatter(minor))
 
 
 def _stage_lines(ax, da: xr.DataArray) -> None:
@@ -827,6 +849,7 @@ def _line_panels(frames: list[tuple[str, pd.DataFrame, str, str, xr.DataArray]],
         positive = frame[y][frame[y] > 0]
         if log_y and len(positive) == len(frame) and positive.max() >= 10 * positive.min():
             ax.set_yscale("log")
+            _plain_log(ax.yaxis, positive.min(), positive.max())
         if zero_line:
             ax.axhline(0, color="0.7", linewidth=0.6, zorder=0)
         _stage_lines(ax, template)
@@ -1006,7 +1029,7 @@ def multitask_scores(data: xr.Dataset | Data, score: str | None = None, x: str |
             values = frame[x].to_numpy()
             if values.min() > 0 and values.max() / values.min() >= 10:
                 ax.set_xscale("log")
-                ax.xaxis.set_major_formatter(mpl.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+                _plain_log(ax.xaxis)
         else:
             sns.pointplot(data=sub, x=x, y=name, hue=hue, ax=ax, errorbar="sd" if replicate
                           else None, dodge=0.3 if hue else False, linestyles="none",

@@ -366,7 +366,7 @@ def test_cli_info_shows_layout_provenance_and_config(result_file):
     assert "source actual" in text and "dtype float64" in text and "version" in text
     assert "dims time 4 · item 16 · unit 8" in text
     assert "hidden" in text and "(time, item, unit)" in text and "float64" in text
-    assert "task" in text and "0 … 3" in text
+    assert "task" in text and "0, 1, 2, 3" in text
     assert "configuration" in text and "init_scale: 1.0" in text and "lr: 0.5" in text
     missing = runner.invoke(app, ["info", "nope.nc"])
     assert missing.exit_code == 1 and "no result file at nope.nc" in missing.stderr
