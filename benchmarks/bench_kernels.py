@@ -106,7 +106,7 @@ def main() -> None:
           + ("" if args.skip_loop else f", loop {err_loop:.1e}"))
 
     stage = rk.Stage(patterns, steps=1, lr=0.03, reduction="sum")
-    t_lw, lw = timed(lambda: kernels.loss_weighted_kernel(net, patterns, stage=stage,
+    t_lw, lw = timed(lambda: rk.loss_weighted_kernel(net, patterns, stage=stage,
                                                           target="hidden"), args.repeat, device)
     print(f"\nloss-weighted hidden kernel {tuple(lw.shape)} (DataArray): {t_lw * 1e3:.1f} ms")
     coefficients = torch.randn(n, n_out, n * n_out // 10, device=device, dtype=dtype)

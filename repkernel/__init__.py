@@ -10,18 +10,14 @@ except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0+unknown"
 
 from repkernel.curriculum import Curriculum, Stage
-from repkernel.eigen import (
-    components_by,
-    components_by_input_feature,
-    kernel_eigenvectors,
-    kernel_groups,
-)
+from repkernel.eigen import components_by, components_by_input_feature, kernel_groups
 from repkernel.environments import MultitaskEnvironment, deep_linear_modes_task, step_function_task
 from repkernel.forecasting import forecast, modes
 from repkernel.kernels import (
     jacobian_product,
     jacobian_transpose_product,
     jacobians,
+    kernel_eigenvectors,
     kernel_product,
     loss_weighted_kernel,
     ntk,

@@ -1,5 +1,6 @@
-"""The published t = 0 eigen-analysis of the loss-weighted kernel (DESIGN.md section 3, last
-bullet; REFERENCE.md C, analyses).
+"""Grouping helpers for the published t = 0 eigen-analysis of the loss-weighted kernel
+(DESIGN.md section 3, last bullet; REFERENCE.md C, analyses); the eigenvectors themselves come
+from repkernel.kernels.kernel_eigenvectors.
 
 For each output unit o, the probe x train matrix
     M_o[i, j] = <grad_theta l_j, grad_theta f_o(x_i)> = sum_q Theta[i, o, j, q] g[j, q],
@@ -16,122 +17,28 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
-import torch
 import xarray as xr
 from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score, silhouette_score
 
-from repkernel.curriculum import Stage
-from repkernel.kernels import (
-    _attrs,
-    _item_coords,
-    _network,
-    _resolve_method,
-    weighted_kernel_matrix,
-)
-from repkernel.losses import check_loss, loss_gradient
-from repkernel.networks import RepresentationNetwork
 from repkernel.patterns import PatternSet
 
-DECOMPOSITIONS = ("auto", "eig", "svd")
 
-
-def loss_kernel_matrices(network: RepresentationNetwork, probes: PatternSet,
-                         train: PatternSet | None = None, loss: str = "mse",
-                         method: str = "auto", device=None, dtype=None) -> torch.Tensor:
-    """M[o, i, j] = <grad_theta l_j, grad_theta f_o(x_i)>, (O, n_p, n_t); train=None: probes."""
-    check_loss(loss, "mean")
-    train = probes if train is None else train
-    net = _network(network, device, dtype)
-    with torch.no_grad():
-        _, f = net.represent(train)
-    if f.shape[-1] != train.n_outputs:
-        raise ValueError(f"training patterns have {train.n_outputs} targets but the network has "
-                         f"{f.shape[-1]} outputs: use patterns made for this network")
-    g = loss_gradient(f, train.to(f.device, f.dtype)[2], loss)
-    return weighted_kernel_matrix(net, probes, train, g, method=method).permute(1, 0, 2)
-
-
-def kernel_eigenvectors(network: RepresentationNetwork, probes: PatternSet,
-                        train: PatternSet | None = None, n_vectors: int = 3,
-                        stage: Stage | None = None, loss: str | None = None,
-                        decomposition: str = "auto", method: str = "auto", device=None,
-                        dtype=None) -> xr.Dataset:
-    """Leading eigenvectors of M_o per output unit o (module docstring).
-
-    ``train`` (or ``stage.patterns``; default: the probes themselves, the published analysis)
-    are the patterns whose loss gradients weight the kernel; ``stage`` also gives the loss.
-    decomposition "eig": eigenvectors of the square M_o (needs train = probes), ordered by
-    |eigenvalue|; "svd": left singular vectors (probe side) by singular value, for probes that
-    differ from the training patterns; "auto" picks "eig" exactly when train is probes.
-
-    Returns a Dataset with
-      component(output_unit, rank, item)  unit-norm vector, phase fixed so that its largest
-                                          entry is real positive (real part kept)
-      magnitude(output_unit, rank, item)  |component| (phase-free, what the heatmaps show)
-      eigenvalue(output_unit, rank)       eigenvalue (real part) or singular value
-      eigenvalue_imag(output_unit, rank)  imaginary part (0 for "svd" and real pairs)
-    and the probes' labels as item coordinates.
-    """
-    _check_decomposition(decomposition)
-    if train is None and stage is not None:
-        train = stage.patterns
-    square = train is None or train is probes or (
-        len(train) == len(probes) and train.fingerprint() == probes.fingerprint())
-    if decomposition == "auto":
-        decomposition = "eig" if square else "svd"
-    if decomposition == "eig" and not square:
-        raise ValueError("decomposition='eig' needs the training patterns as probes (a square "
-                         "M_o): pass train=None, or use decomposition='svd'")
-    if not (isinstance(n_vectors, (int, np.integer)) and 1 <= n_vectors <= len(probes)):
-        raise ValueError(f"n_vectors must be an integer in 1..{len(probes)} (the number of "
-                         f"probes), got {n_vectors!r}")
-    loss = loss or (stage.loss if stage is not None else "mse")
-    net = _network(network, device, dtype)
-    matrices = loss_kernel_matrices(net, probes, train, loss, method).cpu().numpy()
-    n_out = matrices.shape[0]
-    vectors = np.empty((n_out, n_vectors, len(probes)), dtype=complex)
-    values = np.empty((n_out, n_vectors), dtype=complex)
-    for o, matrix in enumerate(matrices):
-        if decomposition == "eig":
-            w, v = np.linalg.eig(matrix)
-            order = np.argsort(-np.abs(w), kind="stable")[:n_vectors]
-            values[o], vectors[o] = w[order], v[:, order].T
-        else:
-            u, s, _ = np.linalg.svd(matrix, full_matrices=False)
-            values[o], vectors[o] = s[:n_vectors], u[:, :n_vectors].T
-    vectors /= np.linalg.norm(vectors, axis=-1, keepdims=True)
-    largest = np.take_along_axis(vectors, np.abs(vectors).argmax(-1)[..., None], axis=-1)
-    vectors *= np.conj(largest) / np.abs(largest)  # largest entry real positive
-    coords = {**_item_coords(probes, "item"), "output_unit": np.arange(n_out),
-              "rank": np.arange(n_vectors)}
-    dims = ("output_unit", "rank", "item")
-    attrs = _attrs(net, _resolve_method(net, method), decomposition=decomposition, loss=loss,
-                   equation="M_o[i,j] = <grad_theta l_j, grad_theta f_o(x_i)> "
-                            "= sum_q Theta[i,o,j,q] g[j,q]")
-    return xr.Dataset({
-        "component": (dims, vectors.real),
-        "magnitude": (dims, np.abs(vectors)),
-        "eigenvalue": (dims[:2], values.real),
-        "eigenvalue_imag": (dims[:2], values.imag),
-    }, coords=coords, attrs=attrs)
-
-
-def _check_decomposition(decomposition: str) -> None:
-    if decomposition not in DECOMPOSITIONS:
-        raise ValueError(f"decomposition must be one of {list(DECOMPOSITIONS)}, got "
-                         f"{decomposition!r}")
-
-
-def _magnitude(eigen: xr.Dataset | xr.DataArray) -> xr.DataArray:
-    da = eigen["magnitude"] if isinstance(eigen, xr.Dataset) else abs(eigen)
+def _magnitude(eigen: xr.DataArray) -> xr.DataArray:
+    """|components| of kernel_eigenvectors' result (also accepted as a Dataset holding it)."""
+    if isinstance(eigen, xr.Dataset):
+        if "eigenvector" not in eigen:
+            raise ValueError("the Dataset holds no 'eigenvector' variable: pass the result of "
+                             "kernel_eigenvectors")
+        eigen = eigen["eigenvector"]
+    da = abs(eigen)
     if "item" not in da.dims:
         raise ValueError(f"eigenvector components need an item dim (from kernel_eigenvectors), "
                          f"got dims {list(da.dims)}")
     return da
 
 
-def components_by(eigen: xr.Dataset | xr.DataArray, by: str | Sequence[str] = "task"
+def components_by(eigen: xr.DataArray, by: str | Sequence[str] = "task"
                   ) -> xr.DataArray:
     """Mean |component| over the items sharing each value of the item label(s) ``by``:
     (output_unit, rank, *by), e.g. by="task" or by=("task", "stimulus") for a task x stimulus
@@ -147,7 +54,7 @@ def components_by(eigen: xr.Dataset | xr.DataArray, by: str | Sequence[str] = "t
     return grouped.transpose(*rest, *names).rename("magnitude")
 
 
-def components_by_input_feature(eigen: xr.Dataset | xr.DataArray, probes: PatternSet,
+def components_by_input_feature(eigen: xr.DataArray, probes: PatternSet,
                                 by: str | None = "task") -> xr.DataArray:
     """Mean |component| over the items whose stimulus has each input feature active (weights
     x_i[f], so any stimulus coding works): (output_unit, rank, [by,] input_feature); with
@@ -192,16 +99,16 @@ class KernelGroups(NamedTuple):
     silhouette: float  # mean silhouette coefficient of those groups, in [-1, 1]
 
 
-def kernel_groups(eigen: xr.Dataset | xr.DataArray, n_clusters: int = 12, n_vectors: int = 1,
+def kernel_groups(eigen: xr.DataArray, n_clusters: int = 12, n_eigenvectors: int = 1,
                   seed: int = 0) -> KernelGroups:
-    """k-means (sklearn, 10 restarts) on each item's |components| in the leading ``n_vectors``
-    eigenvectors of every output unit (features: output_unit x rank), and its silhouette."""
+    """k-means (sklearn, 10 restarts) on each item's |components| in the leading
+    ``n_eigenvectors`` of every output unit (features: output_unit x rank), and its silhouette."""
     da = _magnitude(eigen)
     if "rank" in da.dims:
-        if not 1 <= n_vectors <= da.sizes["rank"]:
-            raise ValueError(f"n_vectors must be in 1..{da.sizes['rank']} (the eigenvectors "
-                             f"computed), got {n_vectors}")
-        da = da.isel(rank=slice(0, n_vectors))
+        if not 1 <= n_eigenvectors <= da.sizes["rank"]:
+            raise ValueError(f"n_eigenvectors must be in 1..{da.sizes['rank']} (the "
+                             f"eigenvectors computed), got {n_eigenvectors}")
+        da = da.isel(rank=slice(0, n_eigenvectors))
     features = da.transpose("item", ...).values.reshape(da.sizes["item"], -1)
     n_items = features.shape[0]
     if not (isinstance(n_clusters, (int, np.integer)) and 2 <= n_clusters < n_items):

@@ -19,6 +19,10 @@ Two implementations behind one interface (``method=``):
   "generic"     torch.func (vmap + jacrev for Jacobians, jvp / vjp for products) for any
                 RepresentationNetwork whose forward(x, c) returns (hidden tuple, output).
   "auto"        structured when the network supports it, generic otherwise.
+
+Eigen-analysis at t = 0 (``kernel_eigenvectors``): per output unit o the probe x train matrix
+M_o[i, j] = <grad_theta l_j, grad_theta f_o(x_i)> and its leading eigenvectors; grouping them by
+task and input feature and k-means scores live in repkernel.eigen.
 Both agree to floating-point round-off. Tensor-level functions return tensors on the network's
 device and dtype (or the ``device`` / ``dtype`` asked for); the xarray functions convert once.
 
@@ -749,3 +753,90 @@ def loss_weighted_kernel(network: RepresentationNetwork, probes: PatternSet,
                             coords=coords, name="loss_weighted_kernel", attrs=attrs)
     return _hidden_array([-rate * v for v in values], ("item", "unit", "train_item"), 1, coords,
                          "loss_weighted_kernel", attrs)
+
+
+# -- the published t = 0 eigen-analysis (grouping helpers: repkernel.eigen) -------------------
+
+DECOMPOSITIONS = ("auto", "eig", "svd")
+
+
+def loss_kernel_matrices(network: RepresentationNetwork, probes: PatternSet,
+                         train: PatternSet | None = None, loss: str = "mse",
+                         method: str = "auto", device=None, dtype=None) -> torch.Tensor:
+    """M[o, i, j] = <grad_theta l_j, grad_theta f_o(x_i)>, (O, n_p, n_t); train=None: probes."""
+    check_loss(loss, "mean")
+    train = probes if train is None else train
+    net = _network(network, device, dtype)
+    with torch.no_grad():
+        _, f = net.represent(train)
+    if f.shape[-1] != train.n_outputs:
+        raise ValueError(f"training patterns have {train.n_outputs} targets but the network has "
+                         f"{f.shape[-1]} outputs: use patterns made for this network")
+    g = loss_gradient(f, train.to(f.device, f.dtype)[2], loss)
+    return weighted_kernel_matrix(net, probes, train, g, method=method).permute(1, 0, 2)
+
+
+def kernel_eigenvectors(network: RepresentationNetwork, probes: PatternSet,
+                        train: PatternSet | Stage | None = None, n_eigenvectors: int = 3,
+                        loss: str | None = None, decomposition: str = "auto",
+                        method: str = "auto", device=None, dtype=None) -> xr.DataArray:
+    """Leading eigenvectors of M_o per output unit o (module docstring).
+
+    ``train``: the patterns whose loss gradients weight the kernel, or a Stage (its patterns and
+    loss); None means the probes themselves (the published analysis: a square M_o).
+    decomposition "eig": eigenvectors of the square M_o (train = probes), ordered by |eigenvalue|;
+    "svd": left singular vectors (probe side) by singular value, for probes other than the
+    training patterns; "auto": "eig" exactly when train is the probes.
+
+    Returns the DataArray ``eigenvector`` (output_unit, rank, item): unit-norm vectors with the
+    phase fixed so that the largest entry is real positive (real part kept; abs() gives the
+    phase-free |components| the heatmaps show), the probes' labels as item coordinates, and
+    coordinates eigenvalue(output_unit, rank) (real part, or the singular value) and
+    eigenvalue_imag(output_unit, rank).
+    """
+    _check_decomposition(decomposition)
+    if isinstance(train, Stage):
+        loss = loss or train.loss
+        train = train.patterns
+    square = train is None or train is probes or (
+        len(train) == len(probes) and train.fingerprint() == probes.fingerprint())
+    if decomposition == "auto":
+        decomposition = "eig" if square else "svd"
+    if decomposition == "eig" and not square:
+        raise ValueError("decomposition='eig' needs the training patterns as probes (a square "
+                         "M_o): pass train=None, or use decomposition='svd'")
+    if not (isinstance(n_eigenvectors, (int, np.integer)) and 1 <= n_eigenvectors <= len(probes)):
+        raise ValueError(f"n_eigenvectors must be an integer in 1..{len(probes)} (the number of "
+                         f"probes), got {n_eigenvectors!r}")
+    loss = loss or "mse"
+    net = _network(network, device, dtype)
+    matrices = loss_kernel_matrices(net, probes, train, loss, method).cpu().numpy()
+    n_out, k = matrices.shape[0], int(n_eigenvectors)
+    vectors = np.empty((n_out, k, len(probes)), dtype=complex)
+    values = np.empty((n_out, k), dtype=complex)
+    for o, matrix in enumerate(matrices):
+        if decomposition == "eig":
+            w, v = np.linalg.eig(matrix)
+            order = np.argsort(-np.abs(w), kind="stable")[:k]
+            values[o], vectors[o] = w[order], v[:, order].T
+        else:
+            u, singular, _ = np.linalg.svd(matrix, full_matrices=False)
+            values[o], vectors[o] = singular[:k], u[:, :k].T
+    vectors /= np.linalg.norm(vectors, axis=-1, keepdims=True)
+    largest = np.take_along_axis(vectors, np.abs(vectors).argmax(-1)[..., None], axis=-1)
+    vectors *= np.conj(largest) / np.abs(largest)  # largest entry real positive
+    coords = {**_item_coords(probes, "item"), "output_unit": np.arange(n_out),
+              "rank": np.arange(k),
+              "eigenvalue": (("output_unit", "rank"), values.real),
+              "eigenvalue_imag": (("output_unit", "rank"), values.imag)}
+    attrs = _attrs(net, _resolve_method(net, method), decomposition=decomposition, loss=loss,
+                   equation="M_o[i,j] = <grad_theta l_j, grad_theta f_o(x_i)> "
+                            "= sum_q Theta[i,o,j,q] g[j,q]")
+    return xr.DataArray(vectors.real, dims=("output_unit", "rank", "item"), coords=coords,
+                        name="eigenvector", attrs=attrs)
+
+
+def _check_decomposition(decomposition: str) -> None:
+    if decomposition not in DECOMPOSITIONS:
+        raise ValueError(f"decomposition must be one of {list(DECOMPOSITIONS)}, got "
+                         f"{decomposition!r}")

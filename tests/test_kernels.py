@@ -17,10 +17,9 @@ from repkernel.eigen import (
     components_by,
     components_by_input_feature,
     group_agreement,
-    kernel_eigenvectors,
     kernel_groups,
-    loss_kernel_matrices,
 )
+from repkernel.kernels import kernel_eigenvectors, loss_kernel_matrices
 from repkernel.networks import RepresentationNetwork
 
 ENV = MultitaskEnvironment(3, 2)
@@ -398,15 +397,19 @@ def test_kernel_eigenvectors_solve_the_eigenproblem_and_group():
     env = MultitaskEnvironment(2, 2)
     net = MultitaskNetwork(env, hidden=8, init_scale=1.0)
     train = env.sample(40, seed=0)
-    eig = kernel_eigenvectors(net, train, n_vectors=2)
+    eig = kernel_eigenvectors(net, train, n_eigenvectors=2)
+    assert eig.dims == ("output_unit", "rank", "item")
     assert eig.attrs["decomposition"] == "eig"
     matrices = loss_kernel_matrices(net, train).numpy()
     for o in range(env.n_outputs):
-        v = eig.component.isel(output_unit=o, rank=0).values
+        v = eig.isel(output_unit=o, rank=0).values
         lam = float(eig.eigenvalue.isel(output_unit=o, rank=0))
         if abs(float(eig.eigenvalue_imag.isel(output_unit=o, rank=0))) < 1e-12:
             np.testing.assert_allclose(matrices[o] @ v, lam * v, atol=1e-10 * abs(lam))
-        assert np.isclose(np.linalg.norm(eig.magnitude.isel(output_unit=o, rank=0)), 1.0)
+        assert np.isclose(np.linalg.norm(v), 1.0)
+        assert v[np.abs(v).argmax()] > 0
+    stage = Stage(train, 1, 0.1)
+    np.testing.assert_allclose(kernel_eigenvectors(net, train, stage, n_eigenvectors=2), eig)
     by_task = components_by(eig, "task")
     assert by_task.dims == ("output_unit", "rank", "task")
     grid = components_by_input_feature(eig, train, by="task")
@@ -418,7 +421,8 @@ def test_kernel_eigenvectors_solve_the_eigenproblem_and_group():
     import xarray as xr
     ari = group_agreement(groups.labels, xr.DataArray(h.detach().numpy(), dims=("item", "unit")))
     assert -1 <= ari <= 1
-    held_out = kernel_eigenvectors(net, env.sample(10, seed=5), train, n_vectors=1)
+    assert groups.labels.attrs["silhouette"] == groups.silhouette
+    held_out = kernel_eigenvectors(net, env.sample(10, seed=5), train, n_eigenvectors=1)
     assert held_out.attrs["decomposition"] == "svd" and held_out.sizes["item"] == 10
     with pytest.raises(ValueError, match="decomposition='svd'"):
         kernel_eigenvectors(net, env.sample(10, seed=5), train, decomposition="eig")
