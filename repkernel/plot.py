@@ -70,6 +70,7 @@ MAX_TICKS = 30  # more items than this on an axis: label groups (tasks), not ite
 MAX_LABELS = 14  # evenly spaced tick labels that fit along one heatmap axis at 8 pt
 AXIS_POINTS = 118  # length of a PANEL's heatmap axis in points (minus margins), for labels
 PSEUDO_KERNEL_PANEL = (3.0, 2.8)
+FACET_DIMS = ("rank",)  # never a heatmap axis by default: each eigenvector rank gets panels
 REPLICATE_DIMS = ("seed",)  # averaged in line plots (mean with a +-1 sd band), never a colour
 
 Data = Union[xr.Dataset, xr.DataArray, "xr.DataTree", Mapping[str, Any], Sequence[Any]]
@@ -391,7 +392,7 @@ def _value_axis(da: xr.DataArray, dim: str) -> _Axis:
     n = da.sizes[dim]
     values = da[dim].values if dim in da.coords else np.arange(n)
     label = dim.replace("_", " ")
-    extra = [c for c in _coords_of(da, dim) if c != dim]
+    extra = [c for c in _coords_of(da, dim) if c != dim and da[c].dtype.kind in "iubUO"]
     if dim.split("_")[0] == "task":
         names = _task_names(da, dim, values)
         if names and "→" in "".join(names):
@@ -409,7 +410,8 @@ def _value_axis(da: xr.DataArray, dim: str) -> _Axis:
 
 def _limits(arrays: Sequence[np.ndarray], symmetric: bool, vmin: float | None = None,
             vmax: float | None = None) -> tuple[float, float]:
-    """One colour scale for every panel: symmetric around 0 or from 0/min to max."""
+    """One colour scale for every panel: symmetric around 0 (signed values) or the data's
+    range (magnitudes, so that structure within them stays visible)."""
     values = np.concatenate([np.asarray(a, dtype=float).ravel() for a in arrays])
     values = values[np.isfinite(values)]
     if values.size == 0:
@@ -418,7 +420,7 @@ def _limits(arrays: Sequence[np.ndarray], symmetric: bool, vmin: float | None = 
         top = float(np.abs(values).max()) or 1.0
         low, high = -top, top
     else:
-        low, high = min(0.0, float(values.min())), float(values.max())
+        low, high = float(values.min()), float(values.max())
         high = high if high > low else low + 1.0
     return (low if vmin is None else vmin), (high if vmax is None else vmax)
 
@@ -636,11 +638,17 @@ def task_similarity_heatmaps(data: Data, times: Sequence[int] | None = None,
 
 # -- kernel heatmaps --------------------------------------------------------------------------
 
-def _facet_title(coords: Mapping[str, Any], da: xr.DataArray) -> str:
-    """'output unit 3': the facet's coordinates plus any scalar (already selected) ones."""
-    scalars = {str(c): da[c].values.item() for c in da.coords
-               if da[c].ndim == 0 and str(c) not in coords}
-    return ", ".join(f"{d.replace('_', ' ')} {_fmt(v)}" for d, v in {**coords, **scalars}.items())
+def _scalars(da: xr.DataArray) -> dict[str, Any]:
+    """Scalar coordinates that name a selection (output_unit=2), not values such as an
+    eigenvalue."""
+    return {str(c): da[c].values.item() for c in da.coords
+            if da[c].ndim == 0 and not str(c).startswith("eigenvalue")}
+
+
+def _facet_title(coords: Mapping[str, Any], scalars: Mapping[str, Any]) -> str:
+    """'output unit 3, rank 0': the facet's coordinates plus the block's selected ones."""
+    named = {**coords, **{k: v for k, v in scalars.items() if k not in coords}}
+    return ", ".join(f"{d.replace('_', ' ')} {_fmt(v)}" for d, v in named.items())
 
 
 def _facet_heatmaps(blocks: list[tuple[str, xr.DataArray, str]], y: str | None, x: str | None,
@@ -652,13 +660,22 @@ def _facet_heatmaps(blocks: list[tuple[str, xr.DataArray, str]], y: str | None, 
     axes_of = axes_of or (lambda da, ys, xs: (_value_axis(da, ys), _value_axis(da, xs)))
     layouts = []
     for name, da, label in blocks:
-        ys, xs = y or da.dims[-2], x or da.dims[-1]
+        candidates = [d for d in da.dims if d not in FACET_DIMS] or list(da.dims)
+        if len(candidates) < 2:
+            candidates = list(da.dims)
+        ys, xs = y or candidates[-2], x or candidates[-1]
         for dim in (ys, xs):
             if dim not in da.dims:
                 raise ValueError(f"{name!r} has no dim {dim!r}: its dims are {list(da.dims)}")
-        facets = _panels(da.transpose(..., ys, xs), (ys, xs))
+        da = da.transpose(..., ys, xs)
+        facets = _panels(da, (ys, xs))
         _check_panels(len(facets), what)
-        layouts.append((da, ys, xs, label, facets, _wrap(len(facets), col_wrap)))
+        facet_dims = [d for d in da.dims if d not in (ys, xs)]
+        if col_wrap is None and len(facet_dims) == 2:  # a grid: one facet dim per row
+            shape = (math.ceil(len(facets) / da.sizes[facet_dims[1]]), da.sizes[facet_dims[1]])
+        else:
+            shape = _wrap(len(facets), col_wrap)
+        layouts.append((da, ys, xs, label, facets, shape))
     n_rows = sum(rows for *_, (rows, _) in layouts)
     n_cols = max(cols for *_, (_, cols) in layouts)
     _check_panels(n_rows * n_cols, what)
@@ -676,7 +693,7 @@ def _facet_heatmaps(blocks: list[tuple[str, xr.DataArray, str]], y: str | None, 
                             CORRELATION_CMAP if signed else MAGNITUDE_CMAP, lims,
                             show_y=j == 0, show_x=index + cols >= len(facets),
                             axis_labels=not shared)
-            block[i, j].set_title(_facet_title(coords, sub))
+            block[i, j].set_title(_facet_title(coords, _scalars(da)))
         for i, j in itertools.product(range(rows), range(n_cols)):
             if j >= cols or i * cols + j >= len(facets):
                 block[i, j].remove()
@@ -687,6 +704,10 @@ def _facet_heatmaps(blocks: list[tuple[str, xr.DataArray, str]], y: str | None, 
         _colorbar(fig, mesh, used, label)
         row += rows
     return fig
+
+
+EIGEN_LABELS = {"eigenvector": "|eigenvector component|",
+                "magnitude": "mean |eigenvector component|"}
 
 
 def _arrays(data: xr.Dataset | xr.DataArray, what: str, min_dims: int = 2
@@ -710,13 +731,24 @@ def kernel_eigenvector_heatmaps(data: xr.DataArray | xr.Dataset, y: str | None =
     """|Components| of the t = 0 kernel's leading eigenvectors (repkernel.kernels
     .kernel_eigenvectors), grouped e.g. by task and by input feature.
 
-    data: a DataArray such as (output_unit, task, input_dim), or a Dataset of several (one block
-    of panels each). Two dims are the heatmap axes (``y``, ``x``; default the last two), every
-    other dim (output unit, eigenvector, ...) becomes facets, wrapped ``col_wrap`` per row.
-    Sequential colour scale from 0, shared within each block.
+    data: grouped magnitudes such as repkernel.eigen.components_by (output_unit, rank, task) or
+    components_by_input_feature (output_unit, rank, task, input_feature); any DataArray like
+    (output_unit, task, input_dim); a Dataset of several (one block of panels each); or the raw
+    ``eigenvector`` (output_unit, rank, item), shown by task. Two dims are the heatmap axes
+    (``y``, ``x``; default the last two that are not ``rank``), every other dim becomes facets
+    (a grid for two of them, else wrapped ``col_wrap`` per row). Sequential colour scale from 0,
+    shared within each block.
     """
-    blocks = [(name, abs(da), f"|{_pretty(da, name)}|")
-              for name, da in _arrays(data, "kernel_eigenvector_heatmaps")]
+    arrays = _arrays(data, "kernel_eigenvector_heatmaps")
+    blocks = []
+    for name, da in arrays:
+        if "item" in da.dims:  # raw components (kernel_eigenvectors): mean |.| per task
+            da, name = _science("eigen").components_by(da, "task"), "by task"
+        label = EIGEN_LABELS.get(str(da.name)) or da.attrs.get("long_name") or (
+            "mean |eigenvector component|")
+        if len(arrays) > 1:
+            label += f"\n{name.replace('_', ' ')}"
+        blocks.append((name, abs(da), label))
     return _facet_heatmaps(blocks, y, x, signed=False, what="the kernel eigenvector figure",
                            col_wrap=col_wrap)
 

@@ -140,8 +140,10 @@ def test_kernel_eigenvector_heatmaps_facets_over_remaining_dims():
     assert len(axes) == 4
     assert [ax.get_title() for ax in axes] == [f"output unit {o}" for o in range(4)]
     assert axes[0].get_ylabel() == "" and "task" in fig.get_supylabel()
-    assert colorbar_labels(fig) == ["|component|"]
-    assert min(axes[0].collections[0].get_clim()) == 0  # magnitudes: sequential from 0
+    assert colorbar_labels(fig) == ["mean |eigenvector component|"]
+    magnitudes = abs(components.values)
+    limits = {ax.collections[0].get_clim() for ax in axes}  # one scale over the data's range
+    assert limits == {(magnitudes.min(), magnitudes.max())}
     by = xr.Dataset({"by_task": components.isel(input_dim=0, drop=True).T,
                      "by_input": components.isel(task=0, drop=True).T})
     fig = plot.kernel_eigenvector_heatmaps(by)
@@ -150,6 +152,33 @@ def test_kernel_eigenvector_heatmaps_facets_over_remaining_dims():
     # any two dims can be the axes
     fig = plot.kernel_eigenvector_heatmaps(components, y="output_unit", x="task")
     assert len(panels(fig)) == 3
+
+
+def test_kernel_eigenvector_heatmaps_of_the_real_eigen_analysis():
+    from repkernel import eigen
+    from repkernel.kernels import kernel_eigenvectors
+
+    saved = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        env = repkernel.MultitaskEnvironment(2, 2)
+        probes = env.patterns(k=1)
+        vectors = kernel_eigenvectors(repkernel.MultitaskNetwork(env, hidden=8, seed=0), probes,
+                                      n_eigenvectors=2)
+    finally:
+        torch.set_default_dtype(saved)
+    # raw components (output_unit, rank, item): mean |component| by task, one panel per rank
+    fig = plot.kernel_eigenvector_heatmaps(vectors.to_dataset())
+    assert [ax.get_title() for ax in panels(fig)] == ["rank 0", "rank 1"]
+    assert "task" in fig.get_supxlabel() and "output unit" in fig.get_supylabel()
+    assert colorbar_labels(fig) == ["mean |eigenvector component|"]
+    # task x input feature per output unit and rank: a grid, output units down, ranks across
+    both = eigen.components_by_input_feature(vectors, probes, by="task")
+    fig = plot.kernel_eigenvector_heatmaps(both)
+    axes = panels(fig)
+    assert len(axes) == 4 * 2 and axes[1].get_title() == "output unit 0, rank 1"
+    assert fig.axes[0].get_subplotspec().get_geometry()[:2] == (4, 2)
+    assert ticklabels(axes[-1], "x") == ["0/0", "0/1", "1/0", "1/1"]
 
 
 def test_pseudo_kernel_heatmap_block_norm_and_signed_slices(results):
