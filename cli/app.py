@@ -59,6 +59,12 @@ def main_options(
 
 def main() -> None:
     # Command modules register themselves on import.
-    from repkernel_cli import forecast_command, info_command, plot_command, train_command  # noqa: F401
+    from repkernel_cli import (  # noqa: F401
+        forecast_command,
+        info_command,
+        kernel_command,
+        plot_command,
+        train_command,
+    )
 
     app()

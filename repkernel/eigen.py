@@ -58,8 +58,9 @@ def components_by_input_feature(eigen: xr.DataArray, probes: PatternSet,
                                 by: str | None = "task") -> xr.DataArray:
     """Mean |component| over the items whose stimulus has each input feature active (weights
     x_i[f], so any stimulus coding works): (output_unit, rank, [by,] input_feature); with
-    ``by="task"`` a task x input-feature heatmap per output unit. Coordinates ``input_dim`` and
-    ``feature`` of each input feature when the probes come from a MultitaskEnvironment."""
+    ``by="task"`` a task x input-feature heatmap per output unit. Coordinates ``dimension`` (the
+    input dimension) and ``feature`` of each input feature when the probes come from a
+    MultitaskEnvironment (named so as not to clash with the items' ``input_dim`` label)."""
     da = _magnitude(eigen)
     if da.sizes["item"] != len(probes):
         raise ValueError(f"the eigenvectors have {da.sizes['item']} items but probes has "
@@ -86,7 +87,7 @@ def components_by_input_feature(eigen: xr.DataArray, probes: PatternSet,
     environment = dict(probes.description).get("environment") or {}
     if "n_features" in environment:
         f = environment["n_features"]
-        out = out.assign_coords(input_dim=("input_feature", np.arange(probes.n_stimulus) // f),
+        out = out.assign_coords(dimension=("input_feature", np.arange(probes.n_stimulus) // f),
                                 feature=("input_feature", np.arange(probes.n_stimulus) % f))
     dims = [d for d in ("output_unit", "rank") if d in out.dims]
     return out.transpose(*dims, ..., "input_feature").rename("magnitude")

@@ -414,7 +414,7 @@ def test_kernel_eigenvectors_solve_the_eigenproblem_and_group():
     assert by_task.dims == ("output_unit", "rank", "task")
     grid = components_by_input_feature(eig, train, by="task")
     assert grid.dims == ("output_unit", "rank", "task", "input_feature")
-    assert list(grid.input_dim.values) == [0, 0, 1, 1]
+    assert list(grid.dimension.values) == [0, 0, 1, 1]
     groups = kernel_groups(eig, n_clusters=4)
     assert -1 <= groups.silhouette <= 1 and groups.labels.sizes["item"] == len(train)
     (h,), _ = net.represent(train)
@@ -426,3 +426,23 @@ def test_kernel_eigenvectors_solve_the_eigenproblem_and_group():
     assert held_out.attrs["decomposition"] == "svd" and held_out.sizes["item"] == 10
     with pytest.raises(ValueError, match="decomposition='svd'"):
         kernel_eigenvectors(net, env.sample(10, seed=5), train, decomposition="eig")
+
+
+# -- CLI --------------------------------------------------------------------------------------
+
+
+def test_kernel_command_writes_netcdf(tmp_path):
+    import xarray as xr
+
+    cli = [sys.executable, "-m", "repkernel_cli", "kernel", "--hidden", "20", "--n-train", "60"]
+    path = tmp_path / "eigen.nc"
+    done = subprocess.run([*cli, "--clusters", "4", "-o", str(path)], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    with xr.open_dataset(path) as ds:
+        assert ds.eigenvector.dims == ("output_unit", "rank", "item")
+        assert ds.by_input_feature.sizes["input_feature"] == 12
+        assert ds.attrs["source"] == "kernel" and -1 <= ds.attrs["silhouette"] <= 1
+    big = subprocess.run([*cli, "--what", "pseudo", "--max-gb", "0.001", "-o",
+                          str(tmp_path / "pk.nc")], capture_output=True, text=True, timeout=120)
+    assert big.returncode == 1 and "--max-gb" in big.stderr and "Traceback" not in big.stderr

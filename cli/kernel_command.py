@@ -1,0 +1,117 @@
+"""``repkernel kernel``: the kernels at initialization of a run configuration, as netCDF."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import xarray as xr
+from repkernel_cli.app import app, user_errors
+from repkernel_cli.train_command import run_overrides
+
+from repkernel import config as configuration
+from repkernel import eigen, kernels, results
+
+WHAT = ("eigen", "ntk", "pseudo", "loss-weighted")
+
+
+def _dense_gigabytes(what: str, target: str, n_probes: int, n_train: int, network,
+                     n_out: int) -> float:
+    rows = n_out if what == "ntk" or (what == "loss-weighted" and target == "output") \
+        else sum(network.hidden_sizes)
+    columns = n_train * (n_out if what in ("ntk", "pseudo") else 1)
+    return n_probes * rows * columns * 8 / 1e9
+
+
+def _eigen_dataset(setup, stage, on: str, n_eigenvectors: int, clusters: int,
+                   method: str) -> xr.Dataset:
+    probes = stage.patterns if on == "train" else setup.probes
+    vectors = kernels.kernel_eigenvectors(setup.network, probes, stage, n_eigenvectors,
+                                          method=method, device=setup.device, dtype=setup.dtype)
+    ds = vectors.to_dataset()  # the plot groups raw components by task itself
+    ds["by_input_feature"] = eigen.components_by_input_feature(vectors, probes, by=None)
+    if clusters:
+        groups = eigen.kernel_groups(vectors, n_clusters=clusters)
+        ds["kernel_group"] = groups.labels.drop_vars(
+            [c for c in groups.labels.coords if c != "item"])
+        ds.attrs["silhouette"] = groups.silhouette
+    return ds
+
+
+@app.command()
+@user_errors
+def kernel(
+    out: Annotated[Path, typer.Option("--out", "-o", help="netCDF file to write.")] = Path(
+        "kernel.nc"),
+    config: Annotated[Path | None, typer.Option(
+        "--config", "-c", help="TOML run configuration; flags override it.")] = None,
+    what: Annotated[str, typer.Option(
+        help="eigen (the published t = 0 eigen-analysis), ntk, pseudo (Pi = J_h J_f^T) or "
+        "loss-weighted (-rho J J_f^T g).")] = "eigen",
+    target: Annotated[str, typer.Option(
+        help="loss-weighted only: output (J = J_f) or hidden (J = J_h).")] = "output",
+    stage: Annotated[int, typer.Option(help="Curriculum stage whose patterns (and learning "
+                                       "rate, reduction, loss) are the training side.")] = 0,
+    on: Annotated[str, typer.Option(
+        help="eigen only: train (probes = the stage's patterns, the published analysis) or "
+        "probes (the configuration's probes against the stage's patterns).")] = "train",
+    n_eigenvectors: Annotated[int, typer.Option(help="Eigenvectors per output unit.")] = 3,
+    clusters: Annotated[int, typer.Option(
+        help="k-means groups of the leading eigenvectors (0: none).")] = 12,
+    method: Annotated[str, typer.Option(help="auto, structured or generic.")] = "auto",
+    max_gb: Annotated[float, typer.Option(help="Refuse dense kernels larger than this.")] = 4.0,
+    init_scale: Annotated[float | None, typer.Option(help="Weight init scale.")] = None,
+    hidden: Annotated[int | None, typer.Option(help="Hidden units (multitask network).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Network seed.")] = None,
+    lr: Annotated[float | None, typer.Option(help="Learning rate (every stage).")] = None,
+    n_train: Annotated[int | None, typer.Option(help="Training patterns per stage.")] = None,
+    preset: Annotated[str | None, typer.Option(help="Curriculum preset.")] = None,
+    device: Annotated[str | None, typer.Option(help="torch device, e.g. cpu or cuda.")] = None,
+    dtype: Annotated[str | None, typer.Option(help="float32 or float64.")] = None,
+) -> None:
+    """Compute a kernel at the initial weights of a configuration (default: the published
+    multitask setup) and write it as netCDF: the eigen-analysis (eigenvector(output_unit, rank,
+    item), mean |components| by input feature, k-means groups and their silhouette),
+    or the eNTK, pseudo-kernel or loss-weighted kernel on probes x training patterns."""
+    for name, value, choices in (("--what", what, WHAT), ("--target", target, kernels.TARGETS),
+                                 ("--on", on, ("train", "probes"))):
+        if value not in choices:
+            raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+    raw = configuration.load_toml(config) if config else {}
+    setup = configuration.build(configuration.merge(raw, run_overrides(
+        init_scale=init_scale, hidden=hidden, seed=seed, lr=lr, n=n_train, preset=preset,
+        device=device, dtype=dtype)))
+    stages = setup.curriculum.stages
+    if not 0 <= stage < len(stages):
+        raise ValueError(f"--stage must be in 0..{len(stages) - 1} (the curriculum has "
+                         f"{len(stages)} stages), got {stage}")
+    chosen, net, probes = stages[stage], setup.network, setup.probes
+    options = dict(method=method, device=setup.device, dtype=setup.dtype)
+    if what == "eigen":
+        ds = _eigen_dataset(setup, chosen, on, n_eigenvectors, clusters, method)
+    else:
+        size = _dense_gigabytes(what, target, len(probes), len(chosen.patterns), net,
+                                chosen.patterns.n_outputs)
+        if size > max_gb:
+            raise ValueError(f"the dense {what} kernel would take {size:.1f} GB (over --max-gb "
+                             f"{max_gb:g}): use fewer probes or training patterns, or raise "
+                             f"--max-gb")
+        if what == "ntk":
+            da = kernels.ntk(net, probes, chosen.patterns, **options)
+        elif what == "pseudo":
+            da = kernels.pseudo_kernel(net, probes, chosen.patterns, **options)
+        else:
+            da = kernels.loss_weighted_kernel(net, probes, stage=chosen, target=target, **options)
+        ds = da.to_dataset()
+    kernel_attrs = {k: v for k, v in ds.attrs.items() if k not in ("device", "dtype")}
+    run_config = {**setup.config, "kernel": {
+        "what": what, "target": target, "stage": stage, "on": on,
+        "n_eigenvectors": n_eigenvectors, "clusters": clusters, "method": method}}
+    ds.attrs = {**kernel_attrs, **results.provenance(run_config, setup.device, setup.dtype,
+                                                      "kernel")}
+    results.save(ds, out)
+    summary = ", ".join(f"{name}{tuple(ds[name].shape)}" for name in ds.data_vars)
+    typer.echo(f"wrote {out}: {summary}"
+               + (f"; silhouette {ds.attrs['silhouette']:.3f}" if "silhouette" in ds.attrs
+                  else ""))
