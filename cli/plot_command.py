@@ -86,6 +86,9 @@ def plot(
         raise ValueError(f"cannot write a figure to {out.name!r}: the file name must end in "
                          f"{', '.join(plotting.SUFFIXES)}")
     steps, selection = _steps(times), _selection(select)
+    if steps is not None and kind not in ("rsm", "task-similarity"):
+        raise ValueError(f"--times chooses the checkpoints of the rsm and task-similarity "
+                         f"figures; --kind {kind} shows every checkpoint")
     loaded = [load_result(path) for path in results]
     figure = plotting.render(kind, _labelled(results, loaded), times=steps, select=selection)
     plotting.save_figure(figure, out)

@@ -221,11 +221,13 @@ def _panels(da: xr.DataArray, keep: Sequence[str]) -> list[tuple[dict[str, Any],
     return out
 
 
-def _check_panels(n: int, what: str) -> None:
+def _check_panels(n: int, what: str, dims: Sequence[str] = ()) -> None:
+    """Refuse unreadable figures; ``dims`` are the ones whose values make the panels."""
     if n > MAX_PANELS:
+        dim = next(iter(dims), "init_scale")
         raise ValueError(f"{what} would need {n} panels (at most {MAX_PANELS}): select fewer "
-                         f"values first, e.g. dataset.sel(init_scale=0.1) or "
-                         f"`repkernel plot --select init_scale=0.1`")
+                         f"values{' of ' + ', '.join(dims) if dims else ''} first, e.g. "
+                         f"data.sel({dim}=...) or `repkernel plot --select {dim}=...`")
     if n == 0:
         raise ValueError(f"{what}: nothing to draw (every value is missing)")
 
@@ -486,10 +488,17 @@ def _rsm(hidden: xr.DataArray) -> xr.DataArray:
     return matrix.assign_coords({c: hidden[c] for c in _coords_of(hidden, "item")})
 
 
-def _at_times(named: list[tuple[str, xr.DataArray]], times: Sequence[int] | None
+def _at_times(named: list[tuple[str, xr.DataArray]], times: Sequence[int] | None,
+              what: str, matrix_dims: Sequence[str] | None = None
               ) -> tuple[list[tuple[str, xr.DataArray]], list[int] | None]:
-    """Select the checkpoints to draw (before any matrix is computed)."""
+    """Select the checkpoints to draw and check the panel count, before any matrix is
+    computed. ``matrix_dims``: the dims that make one matrix (default: the last two)."""
     steps = _choose_times([da for _, da in named], times)
+    extra = [[str(d) for d in da.dims
+              if d != "time" and d not in (matrix_dims or da.dims[-2:])] for _, da in named]
+    count = sum(math.prod(da.sizes[d] for d in dims) for (_, da), dims in zip(named, extra))
+    _check_panels(count * (len(steps) if steps else 1), what,
+                  list(dict.fromkeys(d for dims in extra for d in dims if d != "readout")))
     if steps is None:
         return named, None
     return [(n, da.sel(time=steps) if "time" in da.dims else da) for n, da in named], steps
@@ -550,7 +559,8 @@ def rsm_heatmaps(data: Data, times: Sequence[int] | None = None, group_by: str |
         named = [(n, ds["hidden"]) for n, ds in
                  _representations(data, "hidden", "an RSM figure")]
         compute = _rsm
-    named, steps = _at_times(named, times)
+    named, steps = _at_times(named, times, "the RSM figure",
+                             ("item", "unit") if compute is not None else None)
     if compute is not None:
         named = [(n, compute(da)) for n, da in named]
 
@@ -625,7 +635,8 @@ def task_similarity_heatmaps(data: Data, times: Sequence[int] | None = None,
         named = [(n, ds["hidden"]) for n, ds in
                  _representations(data, "hidden", "a task-similarity figure")]
         compute = _task_similarity
-    named, steps = _at_times(named, times)
+    named, steps = _at_times(named, times, "the task-similarity figure",
+                             ("item", "unit") if compute is _task_similarity else None)
     named = [(n, compute(da)) for n, da in named]
 
     def axes_of(da):
@@ -668,9 +679,9 @@ def _facet_heatmaps(blocks: list[tuple[str, xr.DataArray, str]], y: str | None, 
             if dim not in da.dims:
                 raise ValueError(f"{name!r} has no dim {dim!r}: its dims are {list(da.dims)}")
         da = da.transpose(..., ys, xs)
+        facet_dims = [str(d) for d in da.dims if d not in (ys, xs)]
+        _check_panels(math.prod(da.sizes[d] for d in facet_dims), what, facet_dims)
         facets = _panels(da, (ys, xs))
-        _check_panels(len(facets), what)
-        facet_dims = [d for d in da.dims if d not in (ys, xs)]
         if col_wrap is None and len(facet_dims) == 2:  # a grid: one facet dim per row
             shape = (math.ceil(len(facets) / da.sizes[facet_dims[1]]), da.sizes[facet_dims[1]])
         else:
@@ -740,6 +751,11 @@ def kernel_eigenvector_heatmaps(data: xr.DataArray | xr.Dataset, y: str | None =
     shared within each block.
     """
     arrays = _arrays(data, "kernel_eigenvector_heatmaps")
+    for name, da in arrays:
+        if "train_item" in da.dims:
+            raise ValueError(f"{name!r} is a kernel over (item, train_item), not eigenvector "
+                             "components: draw it with pseudo_kernel_heatmap (--kind "
+                             "pseudo-kernel)")
     blocks = []
     for name, da in arrays:
         if "item" in da.dims:  # raw components (kernel_eigenvectors): mean |.| per task
@@ -1138,12 +1154,11 @@ def render(kind: str, data: Data, times: Sequence[int] | None = None,
     """The figure of ``kind`` (one of KINDS) for ``data``: a result, several results, or a
     study's DataTree, from which the part the kind needs is taken (kernel, compare,
     multitask groups; forecast and actual for the rest). ``select`` (dim -> value) narrows
-    every part that has the dim first; ``times`` are the checkpoints of heatmap kinds."""
+    every part that has the dim first; ``times`` are the checkpoints of the rsm and
+    task-similarity kinds (the other kinds show every checkpoint and ignore it)."""
     if kind not in KINDS:
         raise ValueError(f"unknown figure kind {kind!r}: choose one of {', '.join(KINDS)}")
     parts = dict(_select(_named(data), select or {}))
-    if times is not None and kind not in ("rsm", "task-similarity"):
-        raise ValueError(f"--times applies to the rsm and task-similarity figures, not {kind}")
     if kind == "rsm":
         return rsm_heatmaps(_sources(parts), times=times)
     if kind == "task-similarity":
@@ -1177,11 +1192,19 @@ def _select(parts: list[tuple[str, xr.Dataset]], select: Mapping[str, Any]
     out = []
     for name, ds in parts:
         here = {d: _typed(ds, d, v) for d, v in select.items() if d in ds.dims}
-        for dim, value in here.items():
-            if dim in ds.coords and value not in ds[dim].values.tolist():
+        positions = {}
+        for dim, value in list(here.items()):
+            if dim not in ds.coords:  # a dim without coordinate values: select by position
+                size = ds.sizes[dim]
+                if not (str(value).isdigit() and int(value) < size):
+                    raise ValueError(f"{dim} has no coordinate values in {name}: select a "
+                                     f"position 0..{size - 1}, got {value!r}")
+                positions[dim] = int(value)
+                del here[dim]
+            elif value not in ds[dim].values.tolist():
                 choices = ", ".join(_fmt(v) for v in ds[dim].values)
                 raise ValueError(f"{dim}={_fmt(value)} is not in {name}: {dim} takes {choices}")
-        out.append((name, ds.sel(here) if here else ds))
+        out.append((name, ds.isel(positions).sel(here)))
     return out
 
 
