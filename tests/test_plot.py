@@ -322,7 +322,8 @@ def test_save_figure_refuses_unknown_suffix_and_never_half_writes(tmp_path, monk
         plot.save_figure(fig, tmp_path / "fig.jpg")
 
     def broken(target, **kwargs):
-        open(target, "wb").write(b"%PDF half")
+        with open(target, "wb") as half:
+            half.write(b"%PDF half")
         raise RuntimeError("disk full")
 
     monkeypatch.setattr(fig, "savefig", broken)
