@@ -32,7 +32,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import xarray as xr
 
 from repkernel import config as configuration
@@ -355,5 +354,22 @@ def combine(study: Study, out: str | os.PathLike) -> xr.DataTree:
     return xr.DataTree.from_dict({"/": xr.Dataset(attrs=attrs), **groups})
 
 
-def sweep_values(study: Study) -> Sequence[np.ndarray]:
-    return [np.asarray(v) for v in study.sweep.values()]
+def render_figures(study: Study, combined: xr.DataTree, folder: str | os.PathLike,
+                   formats: Sequence[str] = ("png", "pdf")) -> list[Path]:
+    """Render the study's [plots] kinds from its combined result into ``folder`` (one file per
+    kind and format, written atomically); returns the paths."""
+    import matplotlib.pyplot as plt
+
+    from repkernel import plot
+
+    folder = Path(folder)
+    times = study.config["plots"]["times"] or None
+    paths = []
+    for kind in study.config["plots"]["kinds"]:
+        with plot.paper_style():
+            figure = plot.render(kind, combined, times=times)
+        try:
+            paths += [plot.save_figure(figure, folder / f"{kind}.{suffix}") for suffix in formats]
+        finally:
+            plt.close(figure)
+    return paths
