@@ -60,13 +60,11 @@ def main_options(
 def main() -> None:
     # Command modules register themselves on import.
     from repkernel_cli import (  # noqa: F401
-        (,
-        run_command,
-    )
         forecast_command,
         info_command,
         kernel_command,
         plot_command,
+        run_command,
         train_command,
     )
 
