@@ -103,6 +103,7 @@ def save_figure(fig: Figure, path: str | os.PathLike) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
+    os.chmod(tmp, 0o644)  # a figure to share, not a private temporary file
     fonts = logging.getLogger("fontTools")  # font subsetting warns about harmless timestamps
     level = fonts.level
     try:
@@ -120,7 +121,7 @@ def save_figure(fig: Figure, path: str | os.PathLike) -> Path:
 
 # -- naming data ------------------------------------------------------------------------------
 
-def _named(data: Data, order_sources: bool = False) -> list[tuple[str, xr.Dataset]]:
+def _named(data: Data) -> list[tuple[str, xr.Dataset]]:
     """Split ``data`` into named Datasets (see the module docstring for the accepted forms)."""
     if isinstance(data, xr.DataTree):
         if not data.children:
@@ -756,10 +757,13 @@ def kernel_eigenvector_heatmaps(data: xr.DataArray | xr.Dataset, y: str | None =
             raise ValueError(f"{name!r} is a kernel over (item, train_item), not eigenvector "
                              "components: draw it with pseudo_kernel_heatmap (--kind "
                              "pseudo-kernel)")
+    labelled = next((da for _, da in arrays if "item" in da.dims), None)
     blocks = []
     for name, da in arrays:
         if "item" in da.dims:  # raw components (kernel_eigenvectors): mean |.| per task
             da, name = _science("eigen").components_by(da, "task"), "by task"
+        if labelled is not None and "task" in da.dims and "input_dim" not in da.coords:
+            da = da.assign_coords(_task_dims(labelled, da["task"].values))  # "3 (1→0)" labels
         label = EIGEN_LABELS.get(str(da.name)) or da.attrs.get("long_name") or (
             "mean |eigenvector component|")
         if len(arrays) > 1:
@@ -770,18 +774,20 @@ def kernel_eigenvector_heatmaps(data: xr.DataArray | xr.Dataset, y: str | None =
 
 
 @_styled
-def pseudo_kernel_heatmap(data: xr.DataArray | xr.Dataset, reduce: str | None = "norm",
+def pseudo_kernel_heatmap(data: xr.DataArray | xr.Dataset, reduce: str | None = "auto",
                           group_by: str | None = "auto", col_wrap: int | None = None) -> Figure:
     """The pseudo-kernel Pi(x, x') = J_h(x) J_f(x')^T as a probe item x training item heatmap.
 
-    data: a DataArray with dims (item, unit, train_item, output_unit) (+ layer / sweep dims), or a
-    Dataset holding one (``pseudo_kernel``). ``reduce="norm"`` shows the Frobenius norm of each
-    H x O block, ||Pi(x, x')||_F, on a sequential scale; ``reduce=None`` shows signed entries
-    (select a unit and an output unit first, e.g. ``pk.sel(unit=0, output_unit=3)``; other dims
-    become facets) on a diverging scale around 0. Items are grouped by task (see rsm_heatmaps).
+    data: a DataArray with dims (item, unit, train_item, output_unit) (+ layer / sweep dims) from
+    repkernel.kernels.pseudo_kernel, or another kernel over (item, train_item) such as
+    loss_weighted_kernel, or a Dataset holding one. ``reduce="norm"`` shows the Frobenius norm of
+    each block over unit and output_unit, e.g. ||Pi(x, x')||_F, on a sequential scale;
+    ``reduce=None`` shows signed entries (any dim left becomes facets) on a diverging scale
+    around 0; "auto": the norm while unit or output_unit remain, else signed (so
+    ``pk.sel(unit=0, output_unit=3)`` shows one signed slice). Items are grouped by task.
     """
-    if reduce not in ("norm", None):
-        raise ValueError(f"reduce must be 'norm' or None, got {reduce!r}")
+    if reduce not in ("auto", "norm", None):
+        raise ValueError(f"reduce must be 'auto', 'norm' or None, got {reduce!r}")
     arrays = _arrays(data, "pseudo_kernel_heatmap")
     candidates = [(n, da) for n, da in arrays if {"item", "train_item"} <= set(da.dims)]
     if not candidates:
@@ -790,9 +796,16 @@ def pseudo_kernel_heatmap(data: xr.DataArray | xr.Dataset, reduce: str | None = 
                          f"{ {n: list(da.dims) for n, da in arrays} }")
     name, da = next(((n, d) for n, d in candidates if n == "pseudo_kernel"), candidates[0])
     block = [d for d in ("unit", "output_unit") if d in da.dims]
+    if reduce == "auto":
+        reduce = "norm" if block else None
     if reduce == "norm":
-        da = np.sqrt((da ** 2).sum(block)) if block else abs(da)
-        label = r"block norm $\|\Pi(x, x')\|_F$" if block else f"|{_pretty(da, name)}|"
+        if not block:
+            raise ValueError(f"{name!r} has no unit or output_unit dim to take the norm over: "
+                             f"use reduce=None")
+        da = np.sqrt((da ** 2).sum(block))
+        label = (r"block norm $\|\Pi(x, x')\|_F$" if name == "pseudo_kernel" else
+                 f"norm of {_pretty(data[name] if isinstance(data, xr.Dataset) else data, name)}"
+                 f"\nover {', '.join(d.replace('_', ' ') for d in block)}")
     else:
         label = _pretty(da, name)
 

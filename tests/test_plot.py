@@ -200,6 +200,10 @@ def test_pseudo_kernel_heatmap_block_norm_and_signed_slices(results):
                                                      "unit 1, output unit 2"]
     low, high = panels(fig)[0].collections[0].get_clim()
     assert low == -high
+    fig = plot.pseudo_kernel_heatmap(kernel.sel(output_unit=2, unit=0))  # auto: one signed slice
+    assert colorbar_labels(fig) == ["pseudo kernel"]
+    weighted = kernel.isel(unit=0, drop=True).rename("loss_weighted_kernel")
+    assert "over output unit" in colorbar_labels(plot.pseudo_kernel_heatmap(weighted))[0]
     with pytest.raises(ValueError, match="item, train_item"):
         plot.pseudo_kernel_heatmap(kernel.rename(train_item="other"))
 
