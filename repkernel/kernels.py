@@ -252,7 +252,7 @@ def _structured_kernel(la: list[_Layer], lb: list[_Layer], target: int) -> torch
     ``target`` (the output layer gives the eNTK, a hidden layer the pseudo-kernel)."""
     last = len(lb) - 1
     da, fa = _signals(la, target)
-    db, fb = _signals(lb, last)
+    db, fb = (da, fa) if la is lb and target == last else _signals(lb, last)
     n_a, n_b, width, n_out = da.shape[0], db.shape[0], da.shape[1], db.shape[1]
     out, diagonal = None, None
     for m in range(target + 1):
@@ -319,52 +319,70 @@ def _structured_jacobian(net, layers: list[_Layer], target: int) -> torch.Tensor
     return torch.cat(blocks, dim=-1)
 
 
-def _structured_transpose(net, layers: list[_Layer], a: torch.Tensor) -> torch.Tensor:
-    """J_f^T a = sum_i J_f(x_i)^T a_i for a (n, O, m): (P, m)."""
+def _structured_transpose(net, layers: list[_Layer], a: torch.Tensor) -> dict:
+    """J_f^T a = sum_i J_f(x_i)^T a_i for a (n, O, m), per trainable weight in input-major layout
+    (a weight (K, in) as (in, K m), a bias as (K, m)); ``_finish_transpose`` makes it (P, m)."""
     last = len(layers) - 1
     diag, full = _signals(layers, last)
-    n, m_cols = a.shape[0], a.shape[-1]
-    per_layer = {}
-    pieces = []
-    for _, m, k in _slots(net, layers):
+    n = a.shape[0]
+    per_layer, raw = {}, {}
+    for name, m, k in _slots(net, layers):
         if m not in per_layer:  # v[i, k, :] = sum_o d f_o(x_i)/dz_m,k a[i, o, :]
             per_layer[m] = diag[:, :, None] * a if m == last else full[m].transpose(1, 2) @ a
         v = per_layer[m]
         source = layers[m].params[k][1]
-        if source is None:
-            pieces.append(v.sum(0))
+        raw[name] = v.sum(0) if source is None else source.T @ v.reshape(n, -1)
+    return raw
+
+
+def _finish_transpose(net, raw: dict, m_cols: int) -> torch.Tensor:
+    pieces = []
+    for name, p in net.trainable_parameters().items():
+        if p.ndim == 1:
+            pieces.append(raw[name])
         else:
-            width = v.shape[1]
-            grad = (source.T @ v.reshape(n, -1)).view(source.shape[1], width, m_cols)
-            pieces.append(grad.transpose(0, 1).reshape(-1, m_cols))
+            width, n_in = p.shape
+            pieces.append(raw[name].view(n_in, width, m_cols).transpose(0, 1)
+                          .reshape(-1, m_cols))
     return torch.cat(pieces, dim=0)
 
 
-def _structured_forward_product(net, layers: list[_Layer], d: torch.Tensor,
+def _arrange_directions(net, d: torch.Tensor) -> dict:
+    """Split directions d (P, m) per trainable weight, a weight (K, in) as (in, K m) and a bias
+    as (K, m), the layout the forward product multiplies by."""
+    params = net.trainable_parameters()
+    m_cols = d.shape[-1]
+    arranged = {}
+    for (name, p), piece in zip(params.items(), torch.split(d, [p.numel() for p in
+                                                                  params.values()])):
+        if p.ndim == 1:
+            arranged[name] = piece
+        else:
+            width, n_in = p.shape
+            arranged[name] = piece.view(width, n_in, m_cols).transpose(0, 1).reshape(n_in, -1)
+    return arranged
+
+
+def _structured_forward_product(layers: list[_Layer], arranged: dict, like: torch.Tensor,
                                 keep_hidden: bool = True):
-    """J d for directions d (P, m): (one (n, H_l, m) per hidden layer, (n, O, m)); the hidden
-    tuple is empty when not ``keep_hidden``."""
-    sizes = [p.numel() for p in net.trainable_parameters().values()]
-    pieces = dict(zip(net.trainable_names(), torch.split(d, sizes)))
-    n, m_cols = layers[0].post.shape[0], d.shape[-1]
+    """J d for directions arranged by ``_arrange_directions`` (m = like.shape[-1] columns):
+    (one (n, H_l, m) per hidden layer, (n, O, m)); no hidden tuple unless ``keep_hidden``."""
+    n, m_cols = layers[0].post.shape[0], like.shape[-1]
     tangent, hidden = None, []
     for m, layer in enumerate(layers):
         dz = None if tangent is None else torch.matmul(layers[m - 1].chain, tangent)
         for name, source in layer.params:
-            piece = pieces[name]
             if source is None:
-                term = piece[None].expand(n, -1, -1)
+                term = arranged[name][None].expand(n, -1, -1)
             else:
-                n_in = source.shape[1]
-                flat = piece.view(layer.width, n_in, m_cols).transpose(0, 1).reshape(n_in, -1)
-                term = (source @ flat).view(n, layer.width, m_cols)
+                term = (source @ arranged[name]).view(n, layer.width, m_cols)
             dz = term if dz is None else dz + term
         if dz is not None:
             tangent = dz if layer.slope is None else dz * layer.slope[:, :, None]
         if keep_hidden and m < len(layers) - 1:
             hidden.append(tangent if tangent is not None
-                          else d.new_zeros(n, layer.width, m_cols))
-    output = tangent if tangent is not None else d.new_zeros(n, layers[-1].width, m_cols)
+                          else like.new_zeros(n, layer.width, m_cols))
+    output = tangent if tangent is not None else like.new_zeros(n, layers[-1].width, m_cols)
     return tuple(hidden), output
 
 
@@ -486,22 +504,28 @@ def pseudo_kernel_matrix(network: RepresentationNetwork, probes: PatternSet, tra
 
 
 def _transpose(net, x, c, a, structured: bool, size: int) -> torch.Tensor:
-    out = None
+    total = None
     for rows in _blocks(x.shape[0], size):
         if structured:
             part = _structured_transpose(net, _layers(net, x[rows], _rows_of(c, rows)), a[rows])
+            if total is None:
+                total = part
+            else:
+                for name, value in part.items():
+                    total[name].add_(value)
         else:
             part = _generic_transpose(net, x[rows], _rows_of(c, rows), a[rows])
-        out = part if out is None else out.add_(part)
-    return out
+            total = part if total is None else total.add_(part)
+    return _finish_transpose(net, total, a.shape[-1]) if structured else total
 
 
 def _forward(net, x, c, d, structured: bool, size: int, keep_hidden: bool = True):
     hidden, output = [], []
+    arranged = _arrange_directions(net, d) if structured else None
     for rows in _blocks(x.shape[0], size):
         if structured:
-            h, f = _structured_forward_product(net, _layers(net, x[rows], _rows_of(c, rows)), d,
-                                               keep_hidden)
+            h, f = _structured_forward_product(_layers(net, x[rows], _rows_of(c, rows)),
+                                               arranged, d, keep_hidden)
         else:
             h, f = _generic_forward_product(net, x[rows], _rows_of(c, rows), d)
         hidden.append(h if keep_hidden else ())
