@@ -72,6 +72,9 @@ AXIS_POINTS = 118  # length of a PANEL's heatmap axis in points (minus margins),
 PSEUDO_KERNEL_PANEL = (3.0, 2.8)
 FACET_DIMS = ("rank",)  # never a heatmap axis by default: each eigenvector rank gets panels
 REPLICATE_DIMS = ("seed",)  # averaged in line plots (mean with a +-1 sd band), never a colour
+LOSS_LABELS = {"loss": "training loss", "probe_loss": "probe loss",
+               "batch_loss": "batch loss (per update)"}
+SEGMENT = "_stage"  # line-plot column: draw one line per stage (training loss: its set changes)
 
 Data = Union[xr.Dataset, xr.DataArray, "xr.DataTree", Mapping[str, Any], Sequence[Any]]
 
@@ -901,12 +904,25 @@ def _line_panels(frames: list[tuple[str, pd.DataFrame, str, str, xr.DataArray]],
     fig, axes = _figure(rows, cols, LINE_PANEL, extra_width=1.6)
     for index, (ylabel, frame, x, y, template) in enumerate(frames):
         ax = axes[divmod(index, cols)]
-        dims = [c for c in frame.columns if c not in (x, y)]
+        dims = [c for c in frame.columns if c not in (x, y, SEGMENT)]
         h, s, norm, palette = _hue_style(frame, dims, hue, style)
         replicate = any(d in frame.columns and frame[d].nunique() > 1 for d in REPLICATE_DIMS)
-        sns.lineplot(data=frame, x=x, y=y, hue=h, style=s, hue_norm=norm, palette=palette,
-                     errorbar="sd" if replicate else None, ax=ax, legend="full",
-                     linewidth=1.3)
+        if h is not None and frame[h].dtype.kind in "iuf":
+            norm = norm or mpl.colors.Normalize(frame[h].min(), frame[h].max())
+        elif h is not None:
+            levels = list(dict.fromkeys(frame[h]))
+            palette = palette or dict(zip(levels, sns.color_palette(n_colors=len(levels))))
+        few = frame[x].nunique() <= 12  # mark the checkpoints when there are few
+        options = dict(x=x, y=y, hue=h, style=s, hue_norm=norm, palette=palette, ax=ax,
+                       errorbar="sd" if replicate else None, linewidth=1.3,
+                       marker="o" if few else None, markersize=3,
+                       hue_order=None if h is None or norm else list(dict.fromkeys(frame[h])),
+                       style_order=None if s is None else list(dict.fromkeys(frame[s])))
+        # one line per curriculum stage where the quantity changes meaning with the stage
+        parts = ([frame] if SEGMENT not in frame.columns else
+                 [part for _, part in frame.groupby(SEGMENT, sort=True)])
+        for i, part in enumerate(parts):
+            sns.lineplot(data=part, legend="full" if i == 0 else False, **options)
         positive = frame[y][frame[y] > 0]
         if log_y and len(positive) == len(frame) and positive.max() >= 10 * positive.min():
             ax.set_yscale("log")
@@ -968,7 +984,13 @@ def loss_curves(data: Data, variables: Sequence[str] = ("loss", "probe_loss"),
         table = pd.concat(tables, ignore_index=True)
         if table["result"].nunique() == 1:
             table = table.drop(columns="result")
-        frames.append((_pretty(template, variable), table, x, variable, template))
+        if variable == "loss" and x == "time" and "stage" in template.coords and len(
+                np.unique(template["stage"].values)) > 1:  # each stage's own training set
+            stage_of = dict(zip(template["time"].values.tolist(),
+                                template["stage"].values.tolist()))
+            table[SEGMENT] = table["time"].map(stage_of)
+        frames.append((_pretty(template, LOSS_LABELS.get(variable, variable)), table, x,
+                       variable, template))
     if not frames:
         available = sorted({str(v) for _, ds in parts for v in ds.data_vars})
         raise ValueError(f"a loss figure needs one of {list(variables)}; this data has "

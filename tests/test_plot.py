@@ -270,10 +270,15 @@ def test_loss_curves_forecast_and_actual(results):
     actual, forecast = results
     fig = plot.loss_curves({"forecast": forecast, "actual": actual})
     axes = panels(fig)
-    assert [ax.get_ylabel() for ax in axes] == ["loss", "probe loss"]
+    assert [ax.get_ylabel() for ax in axes] == ["training loss", "probe loss"]
     assert {"forecast (linear)", "forecast (network)", "actual"} <= set(legend_texts(fig))
     fig = plot.loss_curves(actual, variables=("loss", "batch_loss"))
     assert len(panels(fig)) == 2
+    # two stages: the training loss is drawn per stage (its training set changes), not joined
+    staged = actual.assign_coords(stage=("time", [0, 0, 1, 1]))
+    lines = panels(plot.loss_curves(staged))[0].lines
+    curves = [line for line in lines if len(set(line.get_xdata())) > 1]
+    assert sorted(tuple(line.get_xdata()) for line in curves) == [(0, 10), (20, 30)]
     with pytest.raises(ValueError, match="needs one of"):
         plot.loss_curves(metrics())
 
