@@ -19,12 +19,12 @@ Two implementations behind one interface (``method=``):
   "generic"     torch.func (vmap + jacrev for Jacobians, jvp / vjp for products) for any
                 RepresentationNetwork whose forward(x, c) returns (hidden tuple, output).
   "auto"        structured when the network supports it, generic otherwise.
+Both agree to floating-point round-off. Tensor-level functions return tensors on the network's
+device and dtype (or the ``device`` / ``dtype`` asked for); the xarray functions convert once.
 
 Eigen-analysis at t = 0 (``kernel_eigenvectors``): per output unit o the probe x train matrix
 M_o[i, j] = <grad_theta l_j, grad_theta f_o(x_i)> and its leading eigenvectors; grouping them by
 task and input feature and k-means scores live in repkernel.eigen.
-Both agree to floating-point round-off. Tensor-level functions return tensors on the network's
-device and dtype (or the ``device`` / ``dtype`` asked for); the xarray functions convert once.
 
 xarray dims: DESIGN.md names the output dim ``output``; xarray forbids a dim named like the
 ``output`` variable of results (repkernel.results), so kernels use ``output_unit`` (and
@@ -93,24 +93,30 @@ def _network(network, device, dtype) -> RepresentationNetwork:
     return placed(network, device, dtype)
 
 
-def _place(network, patterns, device, dtype):
+def _place(network, patterns, device, dtype, role: str = "probe"):
     """The network on device/dtype and the patterns' (x, c, y) there."""
     net = _network(network, device, dtype)
+    return net, _patterns_on(net, patterns, role)
+
+
+def _patterns_on(net, patterns, role: str):
+    """(x, c, y) of ``patterns`` on the network's device and dtype, checked against the network
+    (training patterns must also have one target per network output)."""
     if not isinstance(patterns, PatternSet):
-        raise ValueError(f"patterns must be a PatternSet, got {type(patterns).__name__}: build "
-                         f"one with repkernel.pattern_set(x, y, c)")
+        raise ValueError(f"{role} patterns must be a PatternSet, got {type(patterns).__name__}: "
+                         f"build one with repkernel.pattern_set(x, y, c)")
     weight = next(iter(net.parameters()))
-    return net, patterns.to(weight.device, weight.dtype)
-
-
-def _check_outputs(net, patterns: PatternSet, role: str) -> None:
-    x, c, _ = patterns.to()
-    with torch.no_grad():
-        weight = next(iter(net.parameters()))
-        _, output = net(x[:1].to(weight), None if c is None else c[:1].to(weight))
-    if output.shape[-1] != patterns.n_outputs:
-        raise ValueError(f"{role} patterns have {patterns.n_outputs} targets but the network has "
-                         f"{output.shape[-1]} outputs: use patterns made for this network")
+    x, c, y = patterns.to(weight.device, weight.dtype)
+    try:
+        with torch.no_grad():
+            _, output = net(x[:1], None if c is None else c[:1])
+    except RuntimeError as error:
+        raise ValueError(f"{role} patterns do not fit the network ({error}): use patterns made "
+                         f"for this network") from None
+    if role == "training" and output.shape[-1] != patterns.n_outputs:
+        raise ValueError(f"training patterns have {patterns.n_outputs} targets but the network "
+                         f"has {output.shape[-1]} outputs: use patterns made for this network")
+    return x, c, y
 
 
 # -- the structured path ----------------------------------------------------------------------
@@ -479,7 +485,7 @@ def ntk_matrix(network: RepresentationNetwork, patterns_a: PatternSet,
     ``patterns_b=None`` means patterns_a."""
     net, (xa, ca, _) = _place(network, patterns_a, device, dtype)
     same = patterns_b is None
-    xb, cb = (xa, ca) if same else patterns_b.to(xa.device, xa.dtype)[:2]
+    xb, cb = (xa, ca) if same else _patterns_on(net, patterns_b, "second")[:2]
     if _resolve_method(net, method) == "generic":
         ja = _generic_jacobians(net, xa, ca).output
         jb = ja if same else _generic_jacobians(net, xb, cb).output
@@ -494,7 +500,7 @@ def pseudo_kernel_matrix(network: RepresentationNetwork, probes: PatternSet, tra
     """Pi[i, u, j, q] = <dh_u(x_i)/dtheta, df_q(x'_j)/dtheta>, one (n_p, H_l, n_t, O) per hidden
     layer. Dense: n_p H n_t O numbers; use kernel_product when that is too large."""
     net, (xp, cp, _) = _place(network, probes, device, dtype)
-    xt, ct, _ = train.to(xp.device, xp.dtype)
+    xt, ct, _ = _patterns_on(net, train, "training")
     if _resolve_method(net, method) == "generic":
         jp = _generic_jacobians(net, xp, cp)
         jt = _generic_jacobians(net, xt, ct).output
@@ -547,7 +553,7 @@ def jacobian_transpose_product(network: RepresentationNetwork, patterns: Pattern
     """J_f(patterns)^T a = sum_i J_f(x_i)^T a_i for coefficients a (n, O, m): (P, m), the weight
     change direction of dual coefficients a. Computed in blocks of ``block_size`` patterns
     (automatic when None); J is never formed."""
-    net, (x, c, _) = _place(network, patterns, device, dtype)
+    net, (x, c, _) = _place(network, patterns, device, dtype, "training")
     _check_block_size(block_size)
     n, n_out = len(patterns), patterns.n_outputs
     a = _coefficients(a, n, n_out, x, "a")
@@ -586,7 +592,7 @@ def kernel_product(network: RepresentationNetwork, probes: PatternSet, train: Pa
     _check_choice("target", target, TARGETS)
     net, (xp, cp, _) = _place(network, probes, device, dtype)
     _check_block_size(block_size)
-    xt, ct, _ = train.to(xp.device, xp.dtype)
+    xt, ct, _ = _patterns_on(net, train, "training")
     n_t, n_out = len(train), train.n_outputs
     a = _coefficients(a, n_t, n_out, xp, "a")
     structured = _resolve_method(net, method) == "structured"
@@ -623,7 +629,7 @@ def weighted_kernel_matrix(network: RepresentationNetwork, probes: PatternSet,
         eye = torch.eye(n_t, dtype=xp.dtype, device=xp.device)
         a = weights[:, :, None] * eye[:, None, :]  # column j carries pattern j only
         return kernel_product(net, probes, train, a, target=target, method="generic")
-    xt, ct, _ = train.to(xp.device, xp.dtype)
+    xt, ct, _ = _patterns_on(net, train, "training")
     lp, lt = _layers(net, xp, cp), _layers(net, xt, ct)
     last = len(lp) - 1
     if target == "output":
@@ -761,10 +767,9 @@ def loss_weighted_kernel(network: RepresentationNetwork, probes: PatternSet,
     check_loss(loss, "mean")
     rate = loss_rate(len(train), stage, lr, reduction)
     net = _network(network, device, dtype)
-    _check_outputs(net, train, "training")
+    x, c, y = _patterns_on(net, train, "training")
     with torch.no_grad():
-        _, f = net.represent(train)
-    y = train.to(f.device, f.dtype)[2]
+        _, f = net(x, c)
     grads = loss_gradient(f, y, loss)
     values = weighted_kernel_matrix(net, probes, train, grads, target=target, method=method)
     attrs = _attrs(net, _resolve_method(net, method), rate=rate, loss=loss, target=target,
@@ -791,12 +796,10 @@ def loss_kernel_matrices(network: RepresentationNetwork, probes: PatternSet,
     check_loss(loss, "mean")
     train = probes if train is None else train
     net = _network(network, device, dtype)
+    x, c, y = _patterns_on(net, train, "training")
     with torch.no_grad():
-        _, f = net.represent(train)
-    if f.shape[-1] != train.n_outputs:
-        raise ValueError(f"training patterns have {train.n_outputs} targets but the network has "
-                         f"{f.shape[-1]} outputs: use patterns made for this network")
-    g = loss_gradient(f, train.to(f.device, f.dtype)[2], loss)
+        _, f = net(x, c)
+    g = loss_gradient(f, y, loss)
     return weighted_kernel_matrix(net, probes, train, g, method=method).permute(1, 0, 2)
 
 

@@ -446,3 +446,14 @@ def test_kernel_command_writes_netcdf(tmp_path):
     big = subprocess.run([*cli, "--what", "pseudo", "--max-gb", "0.001", "-o",
                           str(tmp_path / "pk.nc")], capture_output=True, text=True, timeout=120)
     assert big.returncode == 1 and "--max-gb" in big.stderr and "Traceback" not in big.stderr
+
+
+def test_patterns_that_do_not_fit_the_network_are_named():
+    factory, probes, _ = CASES["mlp-2-hidden"]
+    net = factory()
+    with pytest.raises(ValueError, match="probe patterns do not fit the network"):
+        kernels.ntk_matrix(net, dense_data(3, n_in=5))
+    with pytest.raises(ValueError, match="training patterns have 3 targets"):
+        kernels.pseudo_kernel_matrix(net, probes, dense_data(3, n_out=3))
+    with pytest.raises(ValueError, match="training patterns have 3 targets"):
+        kernels.loss_weighted_kernel(net, probes, dense_data(3, n_out=3), lr=0.1)
