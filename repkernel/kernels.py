@@ -467,15 +467,19 @@ def _rows_of(c, rows):
 
 
 def jacobians(network: RepresentationNetwork, patterns: PatternSet, device=None, dtype=None,
-              method: str = "auto") -> Jacobians:
+              method: str = "auto", hidden: bool = True) -> Jacobians:
     """J_f (n, O, P) and J_h (one (n, H_l, P) per layer) at the network's current weights, with
-    respect to the trainable parameters in flat order (``network.flat_parameters()``)."""
+    respect to the trainable parameters in flat order (``network.flat_parameters()``).
+    ``hidden=False`` skips J_h (n H P numbers) and returns an empty ``hidden`` tuple."""
     net, (x, c, _) = _place(network, patterns, device, dtype)
     if _resolve_method(net, method) == "generic":
-        return _generic_jacobians(net, x, c)
+        jac = _generic_jacobians(net, x, c)
+        return jac if hidden else Jacobians(output=jac.output, hidden=())
     layers = _layers(net, x, c)
-    hidden = tuple(_structured_jacobian(net, layers, t) for t in range(len(layers) - 1))
-    return Jacobians(output=_structured_jacobian(net, layers, len(layers) - 1), hidden=hidden)
+    last = len(layers) - 1
+    return Jacobians(output=_structured_jacobian(net, layers, last),
+                     hidden=tuple(_structured_jacobian(net, layers, t) for t in range(last))
+                     if hidden else ())
 
 
 def ntk_matrix(network: RepresentationNetwork, patterns_a: PatternSet,

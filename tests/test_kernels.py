@@ -145,6 +145,7 @@ def test_kernels_match_a_per_example_autograd_loop(case):
     jac = kernels.jacobians(net, probes)
     close(jac.output, jp_f)
     close(jac.hidden, jp_h)
+    assert kernels.jacobians(net, probes, hidden=False).hidden == ()
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum"])
