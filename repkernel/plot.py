@@ -170,10 +170,22 @@ def _group(data: Data, name: str) -> xr.Dataset | None:
 
 
 def _drop_empty(ds: xr.Dataset) -> xr.Dataset:
-    """After splitting a combined Dataset by source, drop variables that are all NaN there."""
+    """After splitting a combined Dataset by source: drop variables that are all NaN there, and
+    the ``readout`` dim of variables that concatenation merely copied along it (actual)."""
     keep = [v for v in ds.data_vars
             if not (ds[v].dtype.kind == "f" and bool(ds[v].isnull().all()))]
-    return ds[keep]
+    ds = ds[keep]
+    for name in keep:
+        da = ds[name]
+        if "readout" in da.dims and da.sizes["readout"] > 1:
+            first = da.isel(readout=0, drop=True)
+            if all(np.array_equal(first.values, da.isel(readout=r, drop=True).values,
+                                  equal_nan=da.dtype.kind == "f")
+                   for r in range(1, da.sizes["readout"])):
+                ds[name] = first
+    if "readout" in ds.dims and not any("readout" in ds[v].dims for v in ds.data_vars):
+        ds = ds.drop_dims("readout")
+    return ds
 
 
 def _fmt(value: Any) -> str:
@@ -1083,7 +1095,13 @@ def multitask_scores(data: xr.Dataset | Data, score: str | None = None, x: str |
             raise ValueError(f"step {at_step} is not a checkpoint; choose from "
                              f"{_steps_summary(steps)}")
         da = da.sel(time=steps[-1] if at_step is None else at_step)
-    frame = _frame(da.rename(name))
+    if "source" in da.dims:  # per source, so an actual copied along readout is shown once
+        parts = [(str(v), _drop_empty(da.sel(source=v).to_dataset(name=name)))
+                 for v in da["source"].values]
+        frame = pd.concat([_frame(part[name]).assign(source=v) for v, part in parts
+                           if name in part], ignore_index=True)
+    else:
+        frame = _frame(da.rename(name))
     group = [g for g in GROUP_DIMS if g in frame.columns]
     sweep = [str(d) for d in da.dims if d not in (*GROUP_DIMS, *REPLICATE_DIMS, "source",
                                                    "readout", "time")

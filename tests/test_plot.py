@@ -10,6 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import xarray as xr
@@ -260,6 +261,13 @@ def test_multitask_scores_against_init_scale():
     assert [ax.get_title() for ax in axes] == ["actual", "forecast"]
     assert axes[0].get_xlabel() == "init scale" and axes[0].get_xscale() == "log"
     assert {"single task", "k=2, congruent", "k=2, incongruent"} <= set(legend_texts(fig))
+    # actual and forecast stacked along source: the actual, copied along readout, shown once
+    readout = xr.DataArray([1.0, 0.9], dims="readout", coords={"readout": ["linear", "network"]})
+    forecast = ds.sel(source="forecast", drop=True) * readout
+    stacked = xr.concat([ds.sel(source="actual", drop=True), forecast],
+                        dim=pd.Index(["actual", "forecast"], name="source"))
+    assert [ax.get_title() for ax in panels(plot.multitask_scores(stacked))] == [
+        "actual", "forecast (linear)", "forecast (network)"]
     fig = plot.multitask_scores(ds.sel(init_scale=0.1), at_step=0)
     assert panels(fig)[0].get_xlabel() == "k"
     with pytest.raises(ValueError, match="step 7 is not a checkpoint"):
@@ -272,6 +280,10 @@ def test_loss_curves_forecast_and_actual(results):
     axes = panels(fig)
     assert [ax.get_ylabel() for ax in axes] == ["training loss", "probe loss"]
     assert {"forecast (linear)", "forecast (network)", "actual"} <= set(legend_texts(fig))
+    stacked = xr.concat([forecast[["loss"]], actual[["loss"]]],
+                        dim=pd.Index(["forecast", "actual"], name="source"))
+    assert {"forecast (linear)", "forecast (network)", "actual"} == set(
+        legend_texts(plot.loss_curves(stacked, variables=("loss",)))) - {"result"}
     fig = plot.loss_curves(actual, variables=("loss", "batch_loss"))
     assert len(panels(fig)) == 2
     # two stages: the training loss is drawn per stage (its training set changes), not joined
