@@ -1126,7 +1126,7 @@ def multitask_scores(data: xr.Dataset | Data, score: str | None = None, x: str |
         if numeric_x:
             sns.lineplot(data=sub, x=x, y=name, hue=hue, marker="o", ax=ax, legend="full",
                          errorbar="sd" if replicate else None,
-                         hue_order=list(dict.fromkeys(frame["condition"])))
+                         hue_order=list(dict.fromkeys(frame["condition"])) if hue else None)
             values = frame[x].to_numpy()
             if values.min() > 0 and values.max() / values.min() >= 10:
                 ax.set_xscale("log")
