@@ -218,9 +218,11 @@ def run_cell(cell: Cell, progress: Callable[[int], None] | None = None) -> xr.Da
     if "kernel" in compute:
         from repkernel.kernels import kernel_eigenvectors
 
+        first = setup.curriculum.stages[0]  # published: the square train x train M_o of phase 1
         groups["kernel"] = kernel_eigenvectors(
-            setup.network, setup.probes, setup.curriculum.stages[0],
-            n_eigenvectors=cell.config["kernel"]["n_eigenvectors"]).to_dataset()
+            setup.network, first.patterns, first,
+            n_eigenvectors=cell.config["kernel"]["n_eigenvectors"], device=setup.device,
+            dtype=setup.dtype).to_dataset()
     if "train" in compute or "evaluate" in compute or "compare" in compute:
         groups["actual"] = training.train(setup.network, setup.curriculum, setup.probes,
                                           progress=progress, **run)
@@ -346,7 +348,9 @@ def combine(study: Study, out: str | os.PathLike) -> xr.DataTree:
         for cell, tree in zip(cells, trees):
             ds = tree[group].to_dataset()
             datasets.append(ds.expand_dims({d: [cell.coords[d]] for d in dims}))
-        groups[f"/{group}"] = (xr.combine_by_coords(datasets, combine_attrs="drop_conflicts")
+        groups[f"/{group}"] = (xr.combine_by_coords(
+            datasets, coords="different", compat="no_conflicts", join="outer",
+            combine_attrs="drop_conflicts")
                                if dims else datasets[0])
     attrs = {"study": study.name, "sweep": json.dumps(study.sweep),
              "config": json.dumps(study.config, sort_keys=True, default=str),
