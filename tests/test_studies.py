@@ -102,3 +102,21 @@ def test_dask_local_cluster_matches_serial(tmp_path):
     parallel = studies.run_study(study, tmp_path / "dask", workers=2)
     for group in serial.children:
         xr.testing.assert_identical(serial[group].to_dataset(), parallel[group].to_dataset())
+
+
+STUDY_FILES = sorted(Path(__file__).parents[1].glob("studies/*.toml"))
+MODULE_OF = {"compare": "repkernel.similarity", "evaluate": "repkernel.multitask"}
+
+
+@pytest.mark.parametrize("path", [None, *STUDY_FILES], ids=lambda p: "default" if p is None
+                         else p.stem)
+def test_every_study_runs_at_smoke_size_with_figures(path, tmp_path):
+    study = studies.load_study(path, smoke=True)
+    for step in study.config["study"]["compute"]:
+        if step in MODULE_OF:
+            pytest.importorskip(MODULE_OF[step], reason=f"{step} needs {MODULE_OF[step]} (issue 5)")
+    combined = studies.run_study(study, tmp_path)
+    assert "actual" in combined.children or "kernel" in combined.children
+    figures = studies.render_figures(study, combined, tmp_path / "figures", formats=("png",))
+    assert len(figures) == len(study.config["plots"]["kinds"])
+    assert all(f.stat().st_size > 0 for f in figures)
