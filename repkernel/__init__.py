@@ -26,6 +26,13 @@ from repkernel.kernels import (
     pseudo_kernel_matrix,
 )
 from repkernel.losses import batch_loss, loss_gradient, pattern_loss
+from repkernel.multitask import (
+    capacity,
+    evaluate_multitask,
+    learning_efficiency,
+    maximum_independent_set,
+    score_outputs,
+)
 from repkernel.networks import MLP, DeepLinear, MultitaskNetwork, RepresentationNetwork
 from repkernel.patterns import PatternSet, pattern_set
 from repkernel.results import checkpoint_steps, config_of, load, save
@@ -43,11 +50,13 @@ __all__ = [
     "Stage",
     "__version__",
     "batch_loss",
+    "capacity",
     "checkpoint_steps",
     "components_by",
     "components_by_input_feature",
     "config_of",
     "deep_linear_modes_task",
+    "evaluate_multitask",
     "forecast",
     "jacobian_product",
     "jacobian_transpose_product",
@@ -55,9 +64,11 @@ __all__ = [
     "kernel_eigenvectors",
     "kernel_groups",
     "kernel_product",
+    "learning_efficiency",
     "load",
     "loss_gradient",
     "loss_weighted_kernel",
+    "maximum_independent_set",
     "modes",
     "ntk",
     "ntk_matrix",
@@ -66,6 +77,7 @@ __all__ = [
     "pseudo_kernel",
     "pseudo_kernel_matrix",
     "save",
+    "score_outputs",
     "step_function_task",
     "train",
 ]
