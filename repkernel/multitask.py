@@ -176,6 +176,7 @@ def score_outputs(
                      if name not in dims and set(c.dims) <= set(dims)}, **(coords or {})}
         output = torch.as_tensor(output.values)
     output = torch.as_tensor(output)
+    resp = responses(patterns, env)
     if output.ndim < 2 or output.shape[-2:] != (len(patterns), env.n_outputs):
         raise ValueError(f"output must have shape (..., {len(patterns)}, {env.n_outputs}) "
                          f"(patterns x output units), got {tuple(output.shape)}")
@@ -186,7 +187,6 @@ def score_outputs(
     dims = tuple(dims)
     if len(dims) != output.ndim - 2:
         raise ValueError(f"dims {dims} must name the {output.ndim - 2} leading dims of output")
-    resp = responses(patterns, env)
     scores = response_scores(output, resp, env.n_features)
 
     ks = np.unique(resp.set_size)
@@ -393,7 +393,9 @@ def evaluate_multitask(
     device, dtype = _place(net)
     lead = [d for d in weights.dims if d != "parameter"]
     weights = weights.transpose(*lead, "parameter")
-    thetas = torch.as_tensor(weights.values, device=device, dtype=dtype)
+    values = weights.values  # may be a read-only view (netCDF, broadcasting): copy then
+    thetas = torch.as_tensor(values if values.flags.writeable else values.copy(), device=device,
+                             dtype=dtype)
     x, c, _ = patterns.to(device, dtype)
     flat = outputs_at(net, thetas.reshape(-1, thetas.shape[-1]), x, c)
     output = flat.reshape(*thetas.shape[:-1], *flat.shape[1:])
@@ -586,7 +588,8 @@ def maximum_independent_set(adjacency: np.ndarray) -> tuple[int, ...]:
     n = adjacency.shape[0]
     if adjacency.shape != (n, n) or (adjacency != adjacency.T).any():
         raise ValueError("adjacency must be a symmetric (n, n) boolean matrix")
-    neighbours = [sum(1 << j for j in np.flatnonzero(adjacency[i]) if j != i) for i in range(n)]
+    neighbours = [sum(1 << int(j) for j in np.flatnonzero(adjacency[i]) if j != i)
+                  for i in range(n)]
     best: list[int] = [0, 0]  # size, bitset
 
     def search(candidates: int, chosen: int, size: int) -> None:
