@@ -19,7 +19,7 @@ its rate is k times the mean concurrent accuracy.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -516,8 +516,8 @@ class Capacity:
 
     size: int
     tasks: tuple[int, ...]
-    interference: np.ndarray
-    threshold: float
+    interference: np.ndarray = field(repr=False)
+    threshold: float = 0.8
 
 
 def interference_graph(similarity: np.ndarray | xr.DataArray, env: MultitaskEnvironment,
