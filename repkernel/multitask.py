@@ -27,6 +27,7 @@ import torch
 import xarray as xr
 from torch.func import functional_call
 
+from repkernel.config import DTYPES
 from repkernel.environments import MultitaskEnvironment
 from repkernel.networks import MLP, DeepLinear, MultitaskNetwork, RepresentationNetwork, placed
 from repkernel.patterns import PatternSet
@@ -35,7 +36,6 @@ from repkernel.results import config_of, provenance
 SCORES = ("luce", "accuracy", "error")
 LONG_NAMES = {"luce": "P(correct) (Luce ratio)", "accuracy": "accuracy (argmax)",
               "error": "task-restricted squared error"}
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 # -- responses and scores ---------------------------------------------------------------------
@@ -169,12 +169,11 @@ def score_outputs(
     The set size and congruency of each response are named ``set_size`` and ``set_congruent``
     because ``k`` and ``congruent`` are the summary dims.
     """
-    if isinstance(output, xr.DataArray):
-        dims = [d for d in output.dims[:-2]]
-        coords = {**{d: output[d].values for d in dims if d in output.coords},
-                  **{name: (c.dims, c.values) for name, c in output.coords.items()
-                     if name not in dims and set(c.dims) <= set(dims)}, **(coords or {})}
-        output = torch.as_tensor(output.values)
+    if isinstance(output, xr.DataArray):  # its leading dims with their coordinates
+        dims = output.dims[:-2]
+        coords = {**{name: (c.dims, c.values) for name, c in output.coords.items()
+                     if set(c.dims) <= set(dims)}, **(coords or {})}
+        output = output.values
     output = torch.as_tensor(output)
     resp = responses(patterns, env)
     if output.ndim < 2 or output.shape[-2:] != (len(patterns), env.n_outputs):

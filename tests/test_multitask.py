@@ -263,6 +263,10 @@ def test_evaluate_result_matches_the_network_at_each_checkpoint(trained, tmp_pat
         np.testing.assert_allclose(scores[name].isel(time=-1), last[name], rtol=1e-12)
     assert float(scores.luce_by_k.sel(k=1).isel(time=-1)) > float(
         scores.luce_by_k.sel(k=1).isel(time=0))
+    # the trainer's own outputs on its probes (every stimulus, single tasks) score the same
+    recorded = score_outputs(result.output, env.patterns(1), env)
+    np.testing.assert_allclose(recorded.luce, scores.luce.sel(response=recorded.response))
+    assert recorded.luce.dims == ("time", "response") and "stage" in recorded.coords
     # the rebuilt network and the given one agree; env=None is the network's environment
     given_net = evaluate_multitask(result, None, k=(1, 2), network=net)
     xr.testing.assert_allclose(given_net.drop_attrs(), scores.drop_attrs())
