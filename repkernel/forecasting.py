@@ -5,21 +5,33 @@ Linear model around a center theta_c (theta_0 unless re-linearized):
 Expected update of one step of a stage (repkernel.curriculum): every pattern gradient enters with
 weight rho = Stage.drift_rate / n (rho = eta / n for full-batch mean reduction, eta for sum), so
     theta_{k+1} = theta_k - rho J_s^T g(f_lin(X_s)),   g = grad_f l (repkernel.losses).
-Minibatch and online stages are forecast by this full-batch drift; their fluctuations are not
-modelled.
+Minibatch and online stages are forecast by this full-batch drift (the expected update); their
+fluctuations around it are not modelled.
 
 MSE, closed form (g = r, the residual): with Theta_ss = J_s J_s^T = U diag(lam) U^T,
     r_k = U diag((1 - rho lam)^k) U^T r_0,   theta_k = theta_start - J_s^T U diag(c_k) U^T r_0,
     c_k = (1 - (1 - rho lam)^k) / lam   (-> rho k as lam -> 0; null directions do not move).
-Continuous time (gradient flow) replaces (1 - rho lam)^k by exp(-rho lam k); the time axis stays in
-steps k (gradient-flow time t = eta k). When the number of parameters P is smaller than nO the
-same coefficients are applied in primal form to G = J_s^T J_s. Other losses iterate the
-function-space system f_{k+1} = f_k - rho Theta_ss g(f_k) (continuous: an adaptive ODE solver),
-accumulating the dual coefficients a = sum_k rho g(f_k), so theta = theta_start - J_s^T a.
+Discrete time is exact for gradient descent on the linear model and diverges iff rho lam_max > 2,
+i.e. eta > 2n / lam_max for full-batch mean reduction (ValueError stating the bound). Continuous
+time (gradient flow) replaces (1 - rho lam)^k by exp(-rho lam k). The time axis is always in
+steps k; gradient-flow time is t = eta k.
+One factorization per stage (or segment) serves every checkpoint. The space factorized is the
+smaller of dual (Theta_ss, nO x nO) and primal (G = J_s^T J_s, P x P, theta_k = theta_start -
+c_k(G) J_s^T r_0). Up to DENSE_LIMIT it is a dense eigendecomposition; above, Lanczos on the
+starting vector factorizes Theta_ss on its Krylov space, which contains every c_k(Theta_ss) r_0,
+to round-off (see _spectral_apply).
+Other losses (bce) iterate the function-space system f_{k+1} = f_k - rho Theta_ss g(f_k)
+(continuous: an adaptive ODE solver), accumulating the dual coefficients a = sum_k rho g(f_k), so
+theta = theta_start - J_s^T a.
 
-Stages run in order with the kernel frozen at theta_0 (relinearize=1, the published forecast).
-relinearize=R splits each stage into R segments and recenters the linear model at the *forecast*
-weights at every segment start: still nothing but the initial weights and the curriculum.
+Stages run in order with the kernel frozen at theta_0 (relinearize=1, the published forecast):
+stage s starts from the forecast weights at the end of stage s - 1. relinearize=R splits each
+stage into R segments and recenters the linear model at the *forecast* weights at every segment
+start: still nothing but the initial weights and the curriculum.
+
+Readouts: "linear" = h_c + J_h,c (theta - theta_c) (h_0 + J_h d when frozen), "network" = the
+network evaluated at the forecast weights. loss and probe_loss are computed per readout from that
+readout's outputs, with the stage's loss, as the mean per-pattern loss (the trainer's definition).
 """
 
 from __future__ import annotations
@@ -48,31 +60,117 @@ from repkernel.results import checkpoint_steps, provenance, representation_datas
 
 READOUTS = ("linear", "network")
 TIMES = ("discrete", "continuous")
-
-
-def _decay(rho_lam: torch.Tensor, k: torch.Tensor, time: str) -> torch.Tensor:
-    """(1 - rho lam)^k (discrete) or exp(-rho lam k) (continuous), (modes, m) for k (m,)."""
-    if time == "discrete":
-        return (1 - rho_lam[:, None]) ** k[None, :]
-    return torch.exp(-rho_lam[:, None] * k[None, :])
+# Spaces (nO or P) up to this size are factorized by a dense eigendecomposition; larger ones by
+# Lanczos on the stage's starting vector (same equations, restricted to its Krylov space).
+DENSE_LIMIT = 2048
+CHECK_EVERY = 8  # Lanczos steps between convergence checks
+LANCZOS_TOLERANCE = 1024  # relative change between checks, in units of the dtype's eps
 
 
 def _coefficients(lam: torch.Tensor, rho: float, k: torch.Tensor, time: str) -> torch.Tensor:
-    """c_k = (1 - decay_k) / lam, with the limit rho k for lam -> 0: (modes, m)."""
-    small = lam <= lam.abs().max() * 1e-12 if lam.numel() else lam > 0
-    safe = torch.where(small, torch.ones_like(lam), lam)
-    c = (1 - _decay(rho * lam, k, time)) / safe[:, None]
-    return torch.where(small[:, None], rho * k[None, :].to(lam), c)
+    """c_k(lam) = (1 - decay_k(lam)) / lam for eigenvalues lam (N,) and steps k (m,): (N, m).
+
+    decay_k = (1 - rho lam)^k (discrete) or exp(-rho lam k) (continuous); c_k -> rho k as
+    lam -> 0 (null directions). expm1 / log1p keep small rho lam free of cancellation.
+    """
+    lam = lam.clamp_min(0)[:, None]
+    x, k = rho * lam, k[None, :].to(lam)
+    if time == "continuous":
+        done = -torch.expm1(-x * k)
+    else:
+        done = torch.where(x < 0.5, -torch.expm1(k * torch.log1p(-x.clamp_max(0.5))),
+                           1 - (1 - x) ** k)
+    positive = lam > 0
+    return torch.where(positive, done / torch.where(positive, lam, 1), rho * k)
 
 
 def _check_stable(stage: Stage, index: int, rho: float, lam_max: float) -> None:
+    """Discrete gradient descent on the linear model diverges iff rho lam_max > 2."""
     if rho * lam_max > 2:
         bound = 2 * stage.lr / (rho * lam_max)
         raise ValueError(
             f"stage {index} ({stage.name or 'unnamed'}): learning rate {stage.lr:g} is above the "
-            f"stability bound {bound:.4g} (2n / lam_max in the stage's normalization) of the "
-            f"linearized dynamics, so the discrete forecast diverges; lower the learning rate "
-            f"below {bound:.4g} or forecast with time='continuous'")
+            f"stability bound {bound:.4g} (2n / lam_max in the stage's normalization, "
+            f"lam_max = {lam_max:.4g}) of the linearized dynamics, so the discrete forecast "
+            f"diverges; lower the learning rate below {bound:.4g} or use time='continuous'")
+
+
+def _spectral_apply(matrix: torch.Tensor, start: torch.Tensor, rho: float, k: torch.Tensor,
+                    time: str, check: Callable[[float], None]) -> torch.Tensor:
+    """c_k(M) v = U diag(c_k(lam)) U^T v for a PSD matrix M (N, N) = U diag(lam) U^T, a vector
+    v (N,) and steps k (m,): (N, m). ``check(lam_max)`` may raise (stability).
+
+    N <= DENSE_LIMIT: one dense eigendecomposition. Larger N: Lanczos with full
+    reorthogonalization from v, M ~ Q T Q^T on the Krylov space span{v, Mv, M^2 v, ...}, which
+    holds every c_k(M) v; it stops when the result changes by less than round-off between checks
+    (or the space is invariant, where it is exact). lam_max comes from a second Lanczos run from a
+    random vector, sharing the matrix products.
+    """
+    if len(start) <= DENSE_LIMIT:
+        lam, vectors = torch.linalg.eigh(matrix)
+        check(float(lam.max()))
+        return vectors @ (_coefficients(lam, rho, k, time) * (vectors.T @ start)[:, None])
+    return _lanczos_apply(matrix, start, rho, k, time, check)
+
+
+def _lanczos_apply(matrix, start, rho, k, time, check) -> torch.Tensor:
+    """Krylov branch of _spectral_apply; see there."""
+    n, dtype, device = len(start), start.dtype, start.device
+    eps = torch.finfo(dtype).eps
+    norm = float(start.norm())
+    generator = torch.Generator(device=device).manual_seed(0)
+    probe = torch.randn(n, generator=generator, dtype=dtype, device=device)
+    basis = torch.empty(min(n, 128), n, dtype=dtype, device=device)  # rows q_0, q_1, ...
+    basis[0] = start / norm if norm > 0 else probe / probe.norm()
+    alpha, beta = [], []
+    z, z_previous, z_alpha, z_beta = probe / probe.norm(), torch.zeros_like(probe), [], [0.0]
+    previous, lam_max_previous, settled = None, 0.0, 0
+    for m in range(1, n + 1):
+        q = basis[m - 1]
+        product = matrix @ torch.stack([q, z], dim=1)  # one pass over M for both runs
+        w = product[:, 0]
+        alpha.append(float(q @ w))
+        for _ in range(2):  # full reorthogonalization, classical Gram-Schmidt twice
+            w = w - basis[:m].T @ (basis[:m] @ w)
+        beta.append(float(w.norm()))
+        # the random run: plain three-term recurrence, enough for the largest eigenvalue
+        w_z = product[:, 1] - z_beta[-1] * z_previous
+        z_alpha.append(float(z @ w_z))
+        w_z = w_z - z_alpha[-1] * z
+        z_beta.append(float(w_z.norm()))
+        invariant = beta[-1] <= eps * n * max(abs(a) for a in alpha)
+        if invariant or m == n or m % CHECK_EVERY == 0:
+            theta, vectors = torch.linalg.eigh(_tridiagonal(alpha, beta[:-1], dtype, device))
+            z_theta = torch.linalg.eigvalsh(_tridiagonal(z_alpha, z_beta[1:-1], dtype, device))
+            lam_max = max(float(theta.max()), float(z_theta.max()))
+            check(lam_max)  # Ritz values are lower bounds: raising early is always right
+            reduced = vectors @ (_coefficients(theta, rho, k, time) * (norm * vectors[0])[:, None])
+            if previous is not None:  # change since the last check, per checkpoint
+                padded = torch.zeros_like(reduced)
+                padded[: len(previous)] = previous
+                change = (reduced - padded).norm(dim=0)
+                scale = reduced.norm(dim=0).clamp_min(torch.finfo(dtype).tiny)
+                close = (float((change / scale).max()) <= LANCZOS_TOLERANCE * eps
+                         and abs(lam_max - lam_max_previous) <= 1e-10 * lam_max)
+                settled = settled + 1 if close else 0
+            previous, lam_max_previous = reduced, lam_max
+            if norm == 0:
+                return torch.zeros(n, len(k), dtype=dtype, device=device)
+            if invariant or m == n or settled >= 2:
+                return basis[:m].T @ reduced
+        if m == len(basis):
+            basis = torch.cat([basis, torch.empty_like(basis)])[: n]
+        basis[m] = w / beta[-1]
+        z_previous, z = z, w_z / max(z_beta[-1], torch.finfo(dtype).tiny)
+    raise AssertionError("unreachable: Lanczos stops after at most N steps")
+
+
+def _tridiagonal(diagonal, off, dtype, device) -> torch.Tensor:
+    t = torch.diag(torch.tensor(diagonal, dtype=dtype, device=device))
+    if off:
+        o = torch.tensor(off, dtype=dtype, device=device)
+        t = t + torch.diag(o, 1) + torch.diag(o, -1)
+    return t
 
 
 class _Center:
@@ -99,26 +197,25 @@ def _segment_weights(center: _Center, stage: Stage, index: int, theta_start: tor
     theta_start under the linear model centered at ``center``."""
     patterns = stage.patterns
     n, rho = len(patterns), stage.drift_rate / len(patterns)
+    if int(local_steps.max()) == 0:
+        return theta_start[:, None].expand(-1, len(local_steps)).clone()
     _, f_start = center.linear_outputs(patterns, (theta_start - center.theta)[:, None])
     f_start = f_start[..., 0]
     y = patterns.to(f_start.device, f_start.dtype)[2]
+
+    def check(lam_max: float) -> None:
+        if time == "discrete":
+            _check_stable(stage, index, rho, lam_max)
+
     if stage.loss == "mse":
         r0 = (f_start - y).reshape(-1)
         P, nO = center.theta.numel(), r0.numel()
-        if P < nO:  # primal: G = J^T J (P x P)
+        if P < nO:  # primal: G = J^T J (P x P), d_k = -c_k(G) J^T r_0
             jac = jacobians(center.net, patterns).output.reshape(nO, P)
-            mu, v = torch.linalg.eigh(jac.T @ jac)
-            mu = mu.clamp_min(0)
-            if time == "discrete":
-                _check_stable(stage, index, rho, float(mu.max()))
-            coefficients = _coefficients(mu, rho, local_steps, time)
-            delta = -v @ (coefficients * (v.T @ (jac.T @ r0))[:, None])
+            delta = -_spectral_apply(jac.T @ jac, jac.T @ r0, rho, local_steps, time, check)
             return theta_start[:, None] + delta
-        lam, u = torch.linalg.eigh(ntk_matrix(center.net, patterns).reshape(nO, nO))
-        lam = lam.clamp_min(0)
-        if time == "discrete":
-            _check_stable(stage, index, rho, float(lam.max()))
-        a = u @ (_coefficients(lam, rho, local_steps, time) * (u.T @ r0)[:, None])
+        theta_ss = ntk_matrix(center.net, patterns).reshape(nO, nO)
+        a = _spectral_apply(theta_ss, r0, rho, local_steps, time, check)
     else:
         a = _function_space(center, stage, f_start, y, rho, local_steps, time)
     delta = -jacobian_transpose_product(center.net, patterns, a.reshape(n, -1, a.shape[-1]))
