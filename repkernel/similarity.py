@@ -1,0 +1,971 @@
+"""Representational similarity metrics and the forecast-versus-actual comparison (DESIGN.md
+section 5).
+
+One function per metric. Representations are (..., items, units): the last two axes are items x
+units and any leading dims (time, seed, readout, ...) are vectorized, following numpy
+broadcasting (so a forecast with a ``readout`` dim compares with an actual without one). Large
+batches run in cache-sized blocks of matrices, each block one vectorized call.
+Names say which way they point: ``*_similarity`` is higher when more alike (identity value 1),
+``*_distance`` lower (identity value 0).
+
+Inputs are numpy arrays, torch tensors (detached and copied to CPU numpy) or xarray DataArrays.
+Arrays give ndarrays; DataArrays give DataArrays that keep the leading dims and coordinates, with
+the item and unit dims named by ``item_dim`` / ``unit_dim`` (their order in the array does not
+matter). Two DataArray inputs must agree exactly on shared coordinates (items, checkpoints);
+their unit dims may differ, since units are not matched across networks. Computation is float64.
+
+``compare(a, b)`` computes a named set of metrics (one dispatcher over ``COMPARISONS``, as in
+rsatoolbox's ``compare``) between two results of repkernel.results' layout, per checkpoint.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import scipy.stats
+import torch
+import xarray as xr
+
+Array = np.ndarray | torch.Tensor | xr.DataArray
+
+# Elements of one sign matrix in the Kendall tau-a loop (about 16 MB of float64 each).
+_KENDALL_CHUNK = 2**21
+# Elements per input in one block of matrices (512 kB of float64): a metric's several passes
+# over a block then run in cache instead of streaming the whole batch from memory each time.
+_BLOCK_ELEMENTS = 2**16
+
+
+# -- the one place that handles arrays versus DataArrays --------------------------------------
+
+def _numpy(x: Any) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        return x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+def _blockwise(function: Callable, arrays: Sequence[np.ndarray], core_ndims: Sequence[int]
+               ) -> Any:
+    """function(*arrays), computed over blocks of the broadcast leading dims of about
+    _BLOCK_ELEMENTS elements per input; the same result as one call (every metric treats each
+    leading entry on its own)."""
+    if any(a.ndim < k for a, k in zip(arrays, core_ndims)):
+        return function(*arrays)  # it raises the shape error
+    leads = [a.shape[:a.ndim - k] for a, k in zip(arrays, core_ndims)]
+    lead = np.broadcast_shapes(*leads)
+    per_entry = max(math.prod(a.shape[a.ndim - k:]) for a, k in zip(arrays, core_ndims))
+    per_block = max(1, _BLOCK_ELEMENTS // max(per_entry, 1))
+    if math.prod(lead) <= per_block:
+        return function(*arrays)
+    arrays = [a.reshape((1,) * (len(lead) - len(shape)) + a.shape)
+              for a, shape in zip(arrays, leads)]
+    split = next(k for k in range(len(lead)) if math.prod(lead[k + 1:]) <= per_block)
+    step = max(1, per_block // math.prod(lead[split + 1:]))
+    outputs: list[np.ndarray] | None = None
+    for outer in np.ndindex(*lead[:split]):
+        for start in range(0, lead[split], step):
+            block = (*outer, slice(start, start + step))
+            parts = [a[tuple(i if a.shape[d] > 1 else (0 if isinstance(i, int) else slice(1))
+                             for d, i in enumerate(block))] for a in arrays]
+            result = function(*parts)
+            results = result if isinstance(result, tuple) else (result,)
+            if outputs is None:
+                outputs = [np.empty(lead + r.shape[len(lead) - split:], dtype=r.dtype)
+                           for r in results]
+            for out, r in zip(outputs, results):
+                out[block] = r
+    return tuple(outputs) if isinstance(result, tuple) else outputs[0]
+
+
+def _apply(function: Callable, inputs: Sequence[Any], core_dims: Sequence[Sequence[str]],
+           output_core_dims: Sequence[Sequence[str]], names: Sequence[str],
+           exclude: Sequence[str] = ()) -> Any:
+    """function(*numpy arrays with the core dims last) -> array or tuple of arrays.
+
+    Arrays in: the result of function as is. Any DataArray in: every input becomes a DataArray
+    (a plain array must then have exactly the core dims), the inputs must share coordinates
+    exactly (except along ``exclude``), and xarray.apply_ufunc maps function over the other dims,
+    broadcasting them; DataArray(s) out.
+    """
+    ndims = [len(d) for d in core_dims]
+
+    def blocked(*arrays):
+        return _blockwise(function, arrays, ndims)
+
+    if not any(isinstance(x, xr.DataArray) for x in inputs):
+        return blocked(*(_numpy(x) for x in inputs))
+    labelled = []
+    for x, dims, name in zip(inputs, core_dims, names):
+        if not isinstance(x, xr.DataArray):
+            values = _numpy(x)
+            if values.ndim != len(dims):
+                raise ValueError(f"{name} is a plain array of shape {values.shape} next to "
+                                 f"DataArrays: give it as a DataArray, or with only the dims "
+                                 f"{tuple(dims)}")
+            x = xr.DataArray(values, dims=tuple(dims))
+        missing = [d for d in dims if d not in x.dims]
+        if missing:
+            raise ValueError(f"{name} has dims {tuple(map(str, x.dims))} but no {missing[0]!r}: "
+                             f"name its dims with item_dim=... and unit_dim=...")
+        labelled.append(x)
+    try:
+        xr.align(*labelled, join="exact", exclude=set(exclude), copy=False)
+    except ValueError as error:
+        message = str(error).splitlines()[0]
+        raise ValueError(f"{', '.join(names)} have different coordinates ({message}): select "
+                         f"the same items and checkpoints in each") from None
+    return xr.apply_ufunc(blocked, *labelled, input_core_dims=[list(d) for d in core_dims],
+                          output_core_dims=[list(d) for d in output_core_dims],
+                          exclude_dims=set(exclude), keep_attrs=False)
+
+
+def _named(result: Any, name: str) -> Any:
+    return result.rename(name) if isinstance(result, xr.DataArray) else result
+
+
+def _outputs(result: tuple, names: Sequence[str]) -> dict[str, np.ndarray] | xr.Dataset:
+    """Several results: a dict of arrays, or a Dataset for DataArray results."""
+    if isinstance(result[0], xr.DataArray):
+        return xr.Dataset({name: r for name, r in zip(names, result)})
+    return dict(zip(names, result))
+
+
+def _second(dim: str) -> str:
+    return f"{dim}_b"
+
+
+def _mirror_items(matrix: Any, source: Any, item_dim: str) -> Any:
+    """Put the item labels of ``source`` on the second item axis too (``item_b``, ``task_b``)."""
+    if not isinstance(matrix, xr.DataArray):
+        return matrix
+    coords = {_second(str(c)): (_second(item_dim), source[c].values)
+              for c in source.coords if source[c].dims == (item_dim,)}
+    return matrix.assign_coords(coords)
+
+
+# -- numpy building blocks (all batched over leading axes) ------------------------------------
+
+def _floats(x: np.ndarray, name: str, ndim: int = 2) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim < ndim:
+        raise ValueError(f"{name} must have shape (..., items, units), got shape {x.shape}")
+    return x
+
+
+def _same_items(a: np.ndarray, b: np.ndarray, names: str = "a and b") -> None:
+    if a.shape[-2] != b.shape[-2]:
+        first, second = names.split(" and ")
+        raise ValueError(f"{first} has {a.shape[-2]} items and {second} {b.shape[-2]}: compare "
+                         f"representations of the same items (rows)")
+
+
+def _choice(value: str, choices: Sequence[str], name: str) -> str:
+    if value not in choices:
+        raise ValueError(f"unknown {name} {value!r}: choose one of {', '.join(choices)}")
+    return value
+
+
+def _transpose(x: np.ndarray) -> np.ndarray:
+    return np.swapaxes(x, -1, -2)
+
+
+def _center(x: np.ndarray) -> np.ndarray:
+    """Subtract the mean over items (axis -2)."""
+    return x - x.mean(axis=-2, keepdims=True)
+
+
+def _divide(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+    """numerator / denominator with 0/0 -> nan and x/0 -> inf, silently (documented cases)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return numerator / denominator
+
+
+def _pearson(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Pearson r along the last axis; nan where either side is constant."""
+    u = u - u.mean(axis=-1, keepdims=True)
+    v = v - v.mean(axis=-1, keepdims=True)
+    r = _divide((u * v).sum(-1), np.sqrt((u * u).sum(-1) * (v * v).sum(-1)))
+    return np.clip(r, -1.0, 1.0)
+
+
+def _squared_distances(x: np.ndarray) -> np.ndarray:
+    """(..., m, m) squared Euclidean distances between items, exactly 0 on the diagonal."""
+    gram = x @ _transpose(x)
+    norms = np.diagonal(gram, axis1=-2, axis2=-1)
+    d2 = np.maximum(norms[..., :, None] + norms[..., None, :] - 2.0 * gram, 0.0)
+    idx = np.arange(x.shape[-2])
+    d2[..., idx, idx] = 0.0
+    return d2
+
+
+def _upper_triangle(matrix: np.ndarray) -> np.ndarray:
+    """(..., m, m) -> (..., m (m - 1) / 2) entries above the diagonal."""
+    rows, cols = np.triu_indices(matrix.shape[-1], k=1)
+    return matrix[..., rows, cols]
+
+
+def _shape_normalized(x: np.ndarray) -> np.ndarray:
+    """Centred over items and scaled to unit Frobenius norm; at most ``items`` columns.
+
+    With more units than items, x is replaced by R^T from x^T = Q R (x x^T = R^T R), which
+    changes no shape metric (they depend on x only up to an orthogonal map of the units).
+    """
+    x = _center(x)
+    x = _divide(x, np.linalg.norm(x, axis=(-2, -1), keepdims=True))
+    if x.shape[-1] > x.shape[-2]:
+        x = _transpose(np.linalg.qr(_transpose(x), mode="r"))
+    return x
+
+
+def _nuclear_cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """||a^T b||_* of the shape-normalized a, b: the cosine of the angular shape distance."""
+    a, b = _shape_normalized(a), _shape_normalized(b)
+    return np.linalg.svd(_transpose(a) @ b, compute_uv=False).sum(-1)
+
+
+# -- RSM, RDM and RSA -------------------------------------------------------------------------
+
+RSM_METHODS = ("pearson", "cosine")
+RDM_METHODS = ("correlation", "euclidean")
+RSA_METHODS = ("pearson", "spearman", "kendall_tau_a")
+
+
+def _rsm(x: np.ndarray, method: str) -> np.ndarray:
+    x = _floats(x, "x")
+    if method == "pearson":
+        x = x - x.mean(axis=-1, keepdims=True)
+    x = _divide(x, np.linalg.norm(x, axis=-1, keepdims=True))
+    return np.clip(x @ _transpose(x), -1.0, 1.0)
+
+
+def rsm(x: Array, method: str = "pearson", *, item_dim: str = "item",
+        unit_dim: str = "unit") -> Array:
+    """Representational similarity matrix: (..., items, units) -> (..., items, items).
+
+    pearson: R[i, j] = corr(x_i, x_j) over units; cosine: x_i . x_j / (|x_i| |x_j|).
+    An item whose representation is constant (pearson) or zero (cosine) gives a nan row.
+    DataArray result dims (..., item, item_b); the item labels are repeated on ``item_b``.
+    """
+    _choice(method, RSM_METHODS, "rsm method")
+    result = _apply(lambda v: _rsm(v, method), [x], [(item_dim, unit_dim)],
+                    [(item_dim, _second(item_dim))], ["x"])
+    return _named(_mirror_items(result, x, item_dim), "rsm")
+
+
+def _rdm(x: np.ndarray, method: str) -> np.ndarray:
+    if method == "correlation":
+        return 1.0 - _rsm(x, "pearson")
+    return np.sqrt(_squared_distances(_floats(x, "x")))
+
+
+def rdm(x: Array, method: str = "correlation", *, item_dim: str = "item",
+        unit_dim: str = "unit") -> Array:
+    """Representational dissimilarity matrix: (..., items, units) -> (..., items, items).
+
+    correlation: D = 1 - pearson RSM, in [0, 2]; euclidean: D[i, j] = ||x_i - x_j|| (not squared,
+    not divided by the number of units). DataArray result dims (..., item, item_b).
+    """
+    _choice(method, RDM_METHODS, "rdm method")
+    result = _apply(lambda v: _rdm(v, method), [x], [(item_dim, unit_dim)],
+                    [(item_dim, _second(item_dim))], ["x"])
+    return _named(_mirror_items(result, x, item_dim), "rdm")
+
+
+def _kendall_tau_a(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """tau_a = sum_{i != j} sign(u_i - u_j) sign(v_i - v_j) / (T (T - 1)) along the last axis.
+
+    All T^2 pairs, in blocks of at most _KENDALL_CHUNK sign entries to bound memory.
+    """
+    shape = np.broadcast_shapes(u.shape, v.shape)
+    count = shape[-1]
+    u = np.broadcast_to(u, shape).reshape(-1, count)
+    v = np.broadcast_to(v, shape).reshape(-1, count)
+    total = np.zeros(u.shape[0])
+    lead = max(1, min(u.shape[0], _KENDALL_CHUNK // count))
+    for start in range(0, u.shape[0], lead):
+        ub, vb = u[start:start + lead], v[start:start + lead]
+        rows = max(1, _KENDALL_CHUNK // (ub.shape[0] * count))
+        for i in range(0, count, rows):
+            su = np.sign(ub[:, i:i + rows, None] - ub[:, None, :])
+            sv = np.sign(vb[:, i:i + rows, None] - vb[:, None, :])
+            total[start:start + lead] += np.einsum("lij,lij->l", su, sv)
+    return (total / (count * (count - 1))).reshape(shape[:-1])
+
+
+def _rsa(a: np.ndarray, b: np.ndarray, method: str, rsm_method: str,
+         precomputed: bool) -> np.ndarray:
+    a, b = _floats(a, "a"), _floats(b, "b")
+    _same_items(a, b)
+    if precomputed:
+        for name, m in (("a", a), ("b", b)):
+            if m.shape[-1] != m.shape[-2]:
+                raise ValueError(f"precomputed {name} must be square (..., items, items), got "
+                                 f"shape {m.shape}: pass representations with "
+                                 f"precomputed=False")
+    else:
+        a, b = _rsm(a, rsm_method), _rsm(b, rsm_method)
+    if a.shape[-1] < 3:
+        raise ValueError(f"RSA needs at least 3 items (2 matrix entries above the diagonal), "
+                         f"got {a.shape[-1]}")
+    u, v = _upper_triangle(a), _upper_triangle(b)
+    if method == "spearman":
+        return _pearson(scipy.stats.rankdata(u, axis=-1), scipy.stats.rankdata(v, axis=-1))
+    if method == "kendall_tau_a":
+        return _kendall_tau_a(u, v)
+    return _pearson(u, v)
+
+
+def rsa(a: Array, b: Array, method: str = "pearson", rsm_method: str = "pearson",
+        precomputed: bool = False, *, item_dim: str = "item", unit_dim: str = "unit") -> Array:
+    """Representational similarity analysis: agreement of the RSMs of a and b (higher = closer).
+
+    a, b: representations (..., items, units_a), (..., items, units_b), whose RSMs (``rsm`` with
+    ``rsm_method``) are compared; or, with ``precomputed=True``, square (..., items, items)
+    matrices (RSMs or RDMs, both of the same kind), whose DataArray dims are then
+    (item_dim, item_dim + "_b") as ``rsm`` returns them. Only the strict upper triangle is used
+    (the T = m (m - 1) / 2 entries u, v). method:
+      pearson        corr(u, v)
+      spearman       corr(rank(u), rank(v)), ties get their average rank
+      kendall_tau_a  sum_{i<j} sign(u_i - u_j) sign(v_i - v_j) / (T (T - 1) / 2); ties count 0.
+                     Cost O(T^2) = O(m^4) per matrix pair (pairs in bounded-memory chunks):
+                     fine for a few hundred items, slow beyond.
+    Returns (...) in [-1, 1]; nan where an RSM is constant over the triangle.
+    """
+    _choice(method, RSA_METHODS, "rsa method")
+    _choice(rsm_method, RSM_METHODS, "rsm_method")
+    second = _second(item_dim) if precomputed else unit_dim
+    result = _apply(lambda u, v: _rsa(u, v, method, rsm_method, precomputed), [a, b],
+                    [(item_dim, second)] * 2, [()], ["a", "b"],
+                    exclude=() if precomputed else (unit_dim,))
+    return _named(result, "rsa")
+
+
+# -- CKA --------------------------------------------------------------------------------------
+
+CKA_KINDS = ("linear", "rbf")
+
+
+def _gram(x: np.ndarray, kind: str, bandwidth: float) -> np.ndarray:
+    x = _center(x)  # changes no CKA (HSIC is translation invariant); keeps the linear Gram exact
+    if kind == "linear":
+        return x @ _transpose(x)
+    d2 = _squared_distances(x)
+    sigma = bandwidth * np.median(np.sqrt(_upper_triangle(d2)), axis=-1)
+    return np.exp(_divide(-d2, 2.0 * sigma[..., None, None] ** 2))
+
+
+def _hsic(k: np.ndarray, g: np.ndarray, debiased: bool) -> np.ndarray:
+    """HSIC of Gram matrices K = k, L = g, up to a factor common to all three terms of CKA.
+
+    biased: tr(K H L H) = <HKH, HLH>_F, H = I - 11^T / m.
+    debiased (Song et al. 2012): with K~, L~ the Gram matrices with zero diagonal,
+      [tr(K~ L~) + 1^T K~ 1 1^T L~ 1 / ((m-1)(m-2)) - 2 / (m-2) 1^T K~ L~ 1] / (m (m-3)).
+    """
+    if not debiased:
+        return (k * g).sum(axis=(-2, -1))
+    m = k.shape[-1]
+    idx = np.arange(m)
+    k, g = k.copy(), g.copy()
+    k[..., idx, idx] = 0.0
+    g[..., idx, idx] = 0.0
+    k_rows, g_rows = k.sum(-1), g.sum(-1)
+    return ((k * g).sum(axis=(-2, -1))
+            + k_rows.sum(-1) * g_rows.sum(-1) / ((m - 1) * (m - 2))
+            - 2.0 * (k_rows * g_rows).sum(-1) / (m - 2)) / (m * (m - 3))
+
+
+def _double_center(k: np.ndarray) -> np.ndarray:
+    k = k - k.mean(axis=-1, keepdims=True)
+    return k - k.mean(axis=-2, keepdims=True)
+
+
+def _cka(a: np.ndarray, b: np.ndarray, kind: str, debiased: bool, bandwidth: float
+         ) -> np.ndarray:
+    a, b = _floats(a, "a"), _floats(b, "b")
+    _same_items(a, b)
+    if debiased and a.shape[-2] < 4:
+        raise ValueError(f"debiased CKA needs at least 4 items, got {a.shape[-2]}")
+    gram_a, gram_b = _gram(a, kind, bandwidth), _gram(b, kind, bandwidth)
+    if kind == "rbf" and not debiased:
+        gram_a, gram_b = _double_center(gram_a), _double_center(gram_b)
+    hsic_ab = _hsic(gram_a, gram_b, debiased)
+    hsic_aa, hsic_bb = _hsic(gram_a, gram_a, debiased), _hsic(gram_b, gram_b, debiased)
+    return _divide(hsic_ab, np.sqrt(hsic_aa * hsic_bb))
+
+
+def cka_similarity(a: Array, b: Array, kind: str = "linear", debiased: bool = False,
+                   bandwidth: float = 1.0, *, item_dim: str = "item",
+                   unit_dim: str = "unit") -> Array:
+    """Centered kernel alignment: (..., items, units_a), (..., items, units_b) -> (...).
+
+    CKA = HSIC(K, L) / sqrt(HSIC(K, K) HSIC(L, L)) for item x item Gram matrices K of a, L of b.
+    kind="linear": K = a_c a_c^T (a_c centred over items); kind="rbf": K_ij = exp(-||a_i -
+    a_j||^2 / (2 sigma^2)), sigma = ``bandwidth`` x the median pairwise distance between items
+    (per matrix, so the bandwidth follows the scale of the data).
+    HSIC: biased tr(K H L H) (Kornblith et al. 2019), in [0, 1]; ``debiased=True``: the unbiased
+    estimator of Song et al. 2012 (as in Nguyen et al. 2021), needs >= 4 items, is ~0 on
+    independent data and may be slightly negative; nan where HSIC(K, K) or HSIC(L, L) <= 0.
+    Linear CKA is invariant to orthogonal maps and isotropic scaling of the units, and to
+    translation; units of a and b may differ in number.
+    """
+    _choice(kind, CKA_KINDS, "cka kind")
+    if not bandwidth > 0:
+        raise ValueError(f"bandwidth must be positive (a factor of the median distance), got "
+                         f"{bandwidth}")
+    result = _apply(lambda u, v: _cka(u, v, kind, debiased, bandwidth), [a, b],
+                    [(item_dim, unit_dim)] * 2, [()], ["a", "b"], exclude=(unit_dim,))
+    return _named(result, "cka_similarity")
+
+
+# -- shape metrics ----------------------------------------------------------------------------
+
+def _procrustes(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a, b = _floats(a, "a"), _floats(b, "b")
+    _same_items(a, b)
+    return np.sqrt(np.maximum(2.0 - 2.0 * _nuclear_cross(a, b), 0.0))
+
+
+def procrustes_distance(a: Array, b: Array, *, item_dim: str = "item",
+                        unit_dim: str = "unit") -> Array:
+    """Orthogonal Procrustes distance: (..., items, units_a), (..., items, units_b) -> (...).
+
+    a, b centred over items and scaled to ||a||_F = ||b||_F = 1, then
+      d = min_{Q orthogonal} ||a - b Q||_F = sqrt(2 - 2 ||a^T b||_*)  in [0, sqrt(2)],
+    with the narrower one zero-padded so the unit counts may differ. A metric invariant to
+    translation, isotropic scaling and orthogonal maps (rotations, reflections) of either side.
+    Accurate to about 1e-8 near 0 (a square root of a difference of nuclear norms); nan where a
+    representation is constant over items.
+    """
+    result = _apply(_procrustes, [a, b], [(item_dim, unit_dim)] * 2, [()], ["a", "b"],
+                    exclude=(unit_dim,))
+    return _named(result, "procrustes_distance")
+
+
+def _angular(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a, b = _floats(a, "a"), _floats(b, "b")
+    _same_items(a, b)
+    return np.arccos(np.clip(_nuclear_cross(a, b), -1.0, 1.0))
+
+
+def angular_shape_distance(a: Array, b: Array, *, item_dim: str = "item",
+                           unit_dim: str = "unit") -> Array:
+    """Angular shape distance (Williams et al. 2021, "Generalized shape metrics on neural
+    representations"): (..., items, units_a), (..., items, units_b) -> (...).
+
+    a, b centred over items and scaled to unit Frobenius norm; d = arccos ||a^T b||_* in
+    [0, pi/2] (the angle between a and the best orthogonal map of b). Same invariances as
+    procrustes_distance; a metric (triangle inequality) on shapes.
+    """
+    result = _apply(_angular, [a, b], [(item_dim, unit_dim)] * 2, [()], ["a", "b"],
+                    exclude=(unit_dim,))
+    return _named(result, "angular_shape_distance")
+
+
+# -- CCA and SVCCA ----------------------------------------------------------------------------
+
+def _cca_basis(x: np.ndarray, keep: float | None, ridge: float
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Whitened basis of the centred x: (..., m, r) columns u_k s_k / sqrt(s_k^2 + lambda) of the
+    SVD x_c = U S V^T, zeroed beyond the numerical rank or beyond the leading components that
+    explain ``keep`` of the variance; and the number of columns kept (...)."""
+    x = _center(x)
+    u, s, _ = np.linalg.svd(x, full_matrices=False)
+    power = s**2
+    kept = s > s[..., :1] * max(x.shape[-2:]) * np.finfo(np.float64).eps
+    if keep is not None:
+        explained = _divide(np.cumsum(power, axis=-1), power.sum(-1, keepdims=True))
+        needed = (explained < keep - 1e-12).sum(-1, keepdims=True) + 1
+        kept &= np.arange(s.shape[-1]) < needed
+    ridge_scale = ridge * power.sum(-1, keepdims=True) / x.shape[-1]
+    weight = np.where(kept, _divide(s, np.sqrt(power + ridge_scale)), 0.0)
+    return u * weight[..., None, :], kept.sum(-1)
+
+
+def _cca(a: np.ndarray, b: np.ndarray, keep: float | None, ridge: float,
+         what: str) -> np.ndarray:
+    a, b = _floats(a, "a"), _floats(b, "b")
+    _same_items(a, b)
+    basis_a, rank_a = _cca_basis(a, keep, ridge)
+    basis_b, rank_b = _cca_basis(b, keep, ridge)
+    free = a.shape[-2] - 1  # dimension of the centred item space
+    if ridge == 0 and np.any(rank_a + rank_b > free):
+        worst = int(np.max(rank_a + rank_b))
+        raise ValueError(f"{what}: the two representations span {worst} dimensions together "
+                         f"in a {free}-dimensional centred item space, so at least {worst - free} "
+                         f"canonical correlation(s) equal 1 whatever the data; use more items, "
+                         f"a ridge > 0, or fewer components")
+    correlations = np.linalg.svd(_transpose(basis_a) @ basis_b, compute_uv=False)
+    count = np.minimum(rank_a, rank_b)
+    first = np.arange(correlations.shape[-1]) < count[..., None]
+    return _divide(np.where(first, correlations, 0.0).sum(-1), count)
+
+
+def cca_similarity(a: Array, b: Array, ridge: float = 0.0, *, item_dim: str = "item",
+                   unit_dim: str = "unit") -> Array:
+    """Mean canonical correlation: (..., items, units_a), (..., items, units_b) -> (...), [0, 1].
+
+    Centred a, b with SVDs U_a S_a V_a^T, U_b S_b V_b^T; the canonical correlations are the
+    singular values of W_a^T W_b, W = U diag(s / sqrt(s^2 + lambda)), averaged over the first
+    min(rank a, rank b). ridge = 0: plain CCA on the numerically non-null directions (W = U), so
+    a rank-deficient side is reduced to its rank. ridge > 0: regularized CCA with
+    Sigma_aa + lambda I, lambda = ridge * tr(Sigma_aa) / units (scale invariant); it shrinks
+    weak directions (CCA of x with itself is then below 1).
+    Plain CCA needs rank a + rank b <= items - 1, else some correlations are 1 for any data and
+    ValueError says so (typical when units are not far fewer than items). Invariant to
+    invertible linear maps and translation of either side (ridge = 0).
+    """
+    if not ridge >= 0:
+        raise ValueError(f"ridge must be >= 0, got {ridge}")
+    result = _apply(lambda u, v: _cca(u, v, None, ridge, "cca_similarity"), [a, b],
+                    [(item_dim, unit_dim)] * 2, [()], ["a", "b"], exclude=(unit_dim,))
+    return _named(result, "cca_similarity")
+
+
+def svcca_similarity(a: Array, b: Array, keep: float = 0.99, ridge: float = 0.0, *,
+                     item_dim: str = "item", unit_dim: str = "unit") -> Array:
+    """SVCCA (Raghu et al. 2017): (..., items, units_a), (..., items, units_b) -> (...), [0, 1].
+
+    Each side is reduced to its leading principal components (SVD of the centred data) that
+    together explain at least ``keep`` of its variance, then cca_similarity of the reductions
+    (same ``ridge``, same rank condition).
+    """
+    if not 0 < keep <= 1:
+        raise ValueError(f"keep is the fraction of variance to keep, in (0, 1]; got {keep}")
+    if not ridge >= 0:
+        raise ValueError(f"ridge must be >= 0, got {ridge}")
+    result = _apply(lambda u, v: _cca(u, v, keep, ridge, "svcca_similarity"), [a, b],
+                    [(item_dim, unit_dim)] * 2, [()], ["a", "b"], exclude=(unit_dim,))
+    return _named(result, "svcca_similarity")
+
+
+# -- change alignment -------------------------------------------------------------------------
+
+CHANGE_ALIGNMENT = ("correlation", "cosine", "relative_error")
+
+
+def _change_alignment(forecast: np.ndarray, actual: np.ndarray, initial: np.ndarray
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    forecast, actual = _floats(forecast, "forecast"), _floats(actual, "actual")
+    initial = _floats(initial, "initial")
+    shapes = {x.shape[-2:] for x in (forecast, actual, initial)}
+    if len(shapes) > 1:
+        raise ValueError(f"forecast, actual and initial must share (items, units), got "
+                         f"{forecast.shape[-2:]}, {actual.shape[-2:]}, {initial.shape[-2:]}")
+    change_f, change_a = np.broadcast_arrays(forecast - initial, actual - initial)
+    change_f = change_f.reshape(*change_f.shape[:-2], -1)
+    change_a = change_a.reshape(*change_a.shape[:-2], -1)
+    norm_f, norm_a = np.linalg.norm(change_f, axis=-1), np.linalg.norm(change_a, axis=-1)
+    cosine = np.clip(_divide((change_f * change_a).sum(-1), norm_f * norm_a), -1.0, 1.0)
+    error = _divide(np.linalg.norm(change_f - change_a, axis=-1), norm_a)
+    return _pearson(change_f, change_a), cosine, error
+
+
+def change_alignment(forecast: Array, actual: Array, initial: Array, *, item_dim: str = "item",
+                     unit_dim: str = "unit") -> dict[str, np.ndarray] | xr.Dataset:
+    """How well the forecast change matches the actual change (DESIGN.md section 5).
+
+    forecast, actual, initial: (..., items, units), broadcast over leading dims (initial usually
+    has no time dim). With dh_f = forecast - initial and dh_a = actual - initial flattened over
+    items x units:
+      correlation     corr(dh_f, dh_a)                    in [-1, 1]
+      cosine          dh_f . dh_a / (|dh_f| |dh_a|)       in [-1, 1]
+      relative_error  ||dh_f - dh_a|| / ||dh_a||          >= 0 (0 is perfect)
+    Where dh_a is exactly 0 (e.g. at time 0) correlation and cosine are nan and relative_error
+    is inf (nan if dh_f is 0 too), without warnings. Returns a dict of (...) arrays, or a
+    Dataset with variables correlation, cosine, relative_error for DataArray input.
+    """
+    result = _apply(_change_alignment, [forecast, actual, initial],
+                    [(item_dim, unit_dim)] * 3, [(), (), ()], ["forecast", "actual", "initial"])
+    return _outputs(result, CHANGE_ALIGNMENT)
+
+
+# -- task similarity --------------------------------------------------------------------------
+
+def _item_labels(x: Any, given: Any, coord: str, item_dim: str, required: bool
+                 ) -> np.ndarray | None:
+    """Per-item labels: ``given``, else the DataArray's coordinate ``coord`` on the item dim."""
+    if given is None and isinstance(x, xr.DataArray) and coord in x.coords:
+        if x[coord].dims != (item_dim,):
+            raise ValueError(f"coordinate {coord!r} has dims {x[coord].dims}, not "
+                             f"({item_dim!r},): give the labels per item explicitly")
+        given = x[coord].values
+    if given is None:
+        if required:
+            raise ValueError(f"no {coord} labels: pass {coord}=... (one int per item, -1 for "
+                             f"items that are not a single task pattern)")
+        return None
+    labels = _numpy(given.values if isinstance(given, xr.DataArray) else given)
+    if labels.ndim != 1:
+        raise ValueError(f"{coord} labels must be one per item (1-D), got shape {labels.shape}")
+    return labels
+
+
+def _task_means(hidden: np.ndarray, task: np.ndarray, tasks: np.ndarray) -> np.ndarray:
+    hidden = _floats(hidden, "hidden")
+    if hidden.shape[-2] != task.shape[0]:
+        raise ValueError(f"hidden has {hidden.shape[-2]} items but {task.shape[0]} task labels: "
+                         f"give one label per item")
+    onehot = (task[None, :] == tasks[:, None]).astype(np.float64)
+    return (onehot / onehot.sum(-1, keepdims=True)) @ hidden
+
+
+def _task_similarity(hidden: np.ndarray, task: np.ndarray, tasks: np.ndarray) -> np.ndarray:
+    means = _task_means(hidden, task, tasks)
+    mean, sd = means.mean(-1, keepdims=True), means.std(-1, keepdims=True)
+    return _rsm(_divide(means - mean, sd), "pearson")
+
+
+def _per_task(labels: np.ndarray | None, task: np.ndarray, tasks: np.ndarray, name: str
+              ) -> np.ndarray | None:
+    """The one value of an item label within each task (input_dim of task t, ...)."""
+    if labels is None:
+        return None
+    if labels.shape != task.shape:
+        raise ValueError(f"{name} has {labels.shape[0]} labels for {task.shape[0]} items")
+    values = []
+    for t in tasks:
+        found = np.unique(labels[task == t])
+        if found.size != 1:
+            raise ValueError(f"task {t} has items with {name} {found.tolist()}: a task has "
+                             f"one {name}")
+        values.append(found[0])
+    return np.asarray(values)
+
+
+def task_similarity(hidden: Array, task: Any = None, input_dim: Any = None,
+                    output_dim: Any = None, *, item_dim: str = "item",
+                    unit_dim: str = "unit") -> Array:
+    """Task x task similarity of hidden representations (the published measure):
+    (..., items, units) -> (..., tasks, tasks).
+
+    For each task t (labels >= 0; -1 marks items that are not a single task pattern and are
+    ignored) the mean hidden vector over its items, z-scored across units; then the Pearson
+    correlation between tasks: S[s, t] = corr(z_s, z_t). Tasks are in ascending label order.
+    task: one int label per item; for a DataArray, default its item coordinate ``task``.
+    input_dim, output_dim: per-item labels (DataArray default: the item coordinates of those
+    names), which become per-task coordinates ``input_dim``, ``output_dim`` (and ``*_b``) of the
+    DataArray result, ready for task_similarity_summary; array input returns the bare matrix, so
+    these must then be None (give per-task dims to task_similarity_summary instead).
+    DataArray result: dims (..., task, task_b), coordinates task, task_b, name task_similarity.
+    """
+    labels = _item_labels(hidden, task, "task", item_dim, required=True)
+    labels = labels.astype(np.int64)
+    tasks = np.unique(labels[labels >= 0])
+    if tasks.size < 2:
+        raise ValueError(f"task similarity needs items of at least 2 tasks (labels >= 0), got "
+                         f"tasks {tasks.tolist()}")
+    if not isinstance(hidden, xr.DataArray):
+        if input_dim is not None or output_dim is not None:
+            raise ValueError("input_dim and output_dim label a DataArray result; with array "
+                             "input give per-task dims to task_similarity_summary instead")
+        return _task_similarity(_numpy(hidden), labels, tasks)
+    result = _apply(lambda h: _task_similarity(h, labels, tasks), [hidden],
+                    [(item_dim, unit_dim)], [("task", "task_b")], ["hidden"])
+    coords: dict[str, Any] = {"task": ("task", tasks), "task_b": ("task_b", tasks)}
+    for name, given in (("input_dim", input_dim), ("output_dim", output_dim)):
+        per_task = _per_task(_item_labels(hidden, given, name, item_dim, required=False),
+                             labels, tasks, name)
+        if per_task is not None:
+            coords[name] = ("task", per_task)
+            coords[_second(name)] = ("task_b", per_task)
+    return result.assign_coords(coords).rename("task_similarity")
+
+
+TASK_PAIRS = ("shared_input", "shared_output", "shared_neither")
+
+
+def _pair_means(matrix: np.ndarray, inputs: np.ndarray, outputs: np.ndarray
+                ) -> tuple[np.ndarray, ...]:
+    matrix = _floats(matrix, "matrix")
+    n = matrix.shape[-1]
+    if matrix.shape[-2] != n or inputs.shape != (n,) or outputs.shape != (n,):
+        raise ValueError(f"matrix must be (..., tasks, tasks) with one input and output dim per "
+                         f"task, got shape {matrix.shape}, {inputs.shape[0]} input and "
+                         f"{outputs.shape[0]} output dims")
+    same_in = inputs[:, None] == inputs[None, :]
+    same_out = outputs[:, None] == outputs[None, :]
+    off = ~np.eye(n, dtype=bool)
+    masks = (same_in & ~same_out & off, same_out & ~same_in & off, ~same_in & ~same_out & off)
+    return tuple(_divide((matrix * mask).sum(axis=(-2, -1)), mask.sum()) for mask in masks)
+
+
+def task_similarity_summary(matrix: Array, input_dim_of_task: Any = None,
+                            output_dim_of_task: Any = None
+                            ) -> dict[str, np.ndarray] | xr.Dataset:
+    """Mean off-diagonal task similarity by how the two tasks relate: (..., tasks, tasks) -> (...).
+
+      shared_input    pairs with the same input dim and different output dims
+      shared_output   pairs with the same output dim and different input dims
+      shared_neither  pairs that differ in both
+    nan where no pair falls in a group. input_dim_of_task, output_dim_of_task: one value per
+    task; for a task_similarity DataArray (dims (..., task, task_b)) default its coordinates
+    ``input_dim``, ``output_dim``. Returns a dict of arrays, or a Dataset for DataArray input.
+    """
+    dims = ("task", "task_b")
+    if isinstance(matrix, xr.DataArray):
+        if input_dim_of_task is None and "input_dim" in matrix.coords:
+            input_dim_of_task = matrix["input_dim"].values
+        if output_dim_of_task is None and "output_dim" in matrix.coords:
+            output_dim_of_task = matrix["output_dim"].values
+        dims = matrix.dims[-2:] if "task" not in matrix.dims else dims
+    if input_dim_of_task is None or output_dim_of_task is None:
+        raise ValueError("give input_dim_of_task and output_dim_of_task (one value per task), "
+                         "or a task_similarity DataArray with input_dim/output_dim coordinates")
+    inputs, outputs = _numpy(input_dim_of_task), _numpy(output_dim_of_task)
+    result = _apply(lambda m: _pair_means(m, inputs, outputs), [matrix], [dims],
+                    [(), (), ()], ["matrix"])
+    return _outputs(result, TASK_PAIRS)
+
+
+# -- grouping ---------------------------------------------------------------------------------
+
+def _kmeans(x: np.ndarray, n_groups: int, seed: int, n_init: int) -> np.ndarray:
+    from sklearn.cluster import KMeans
+
+    x = _floats(x, "x")
+    if not 1 <= n_groups <= x.shape[-2]:
+        raise ValueError(f"n_groups must be between 1 and the {x.shape[-2]} items, got "
+                         f"{n_groups}")
+    flat = x.reshape(-1, *x.shape[-2:])
+    labels = [KMeans(n_clusters=n_groups, n_init=n_init, random_state=seed).fit_predict(one)
+              for one in flat]
+    return np.stack(labels).reshape(x.shape[:-1]).astype(np.int64)
+
+
+def kmeans_groups(x: Array, n_groups: int, seed: int = 0, n_init: int = 10, *,
+                  item_dim: str = "item", unit_dim: str = "unit") -> Array:
+    """k-means groups of items (sklearn KMeans): (..., items, units) -> (..., items) int labels.
+
+    Labels are 0..n_groups-1 in arbitrary order (compare groupings with adjusted_rand_index).
+    sklearn is not batched, so this loops over the leading dims in Python: one fit per matrix.
+    """
+    result = _apply(lambda v: _kmeans(v, int(n_groups), seed, n_init), [x],
+                    [(item_dim, unit_dim)], [(item_dim,)], ["x"])
+    return _named(result, "group")
+
+
+def _onehot(labels: np.ndarray) -> np.ndarray:
+    """(..., m) labels -> (..., m, C) indicators of the C distinct labels (over all entries)."""
+    _, codes = np.unique(labels, return_inverse=True)
+    codes = codes.reshape(labels.shape)
+    return (codes[..., None] == np.arange(codes.max() + 1)).astype(np.float64)
+
+
+def _silhouette(x: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    x = _floats(x, "x")
+    labels = np.asarray(labels)
+    if labels.shape[-1:] != x.shape[-2:-1]:
+        raise ValueError(f"labels must be (..., items) with {x.shape[-2]} items, got shape "
+                         f"{labels.shape}")
+    distance = np.sqrt(_squared_distances(x))
+    member = _onehot(labels)  # (..., m, C)
+    size = member.sum(-2)  # (..., C)
+    groups = (size > 0).sum(-1)
+    m = x.shape[-2]
+    if np.any(groups < 2) or np.any(groups > m - 1):
+        raise ValueError(f"silhouette needs between 2 and {m - 1} groups among {m} items, got "
+                         f"{np.unique(groups).tolist()}")
+    total = distance @ member  # (..., m, C): summed distance of item i to group c
+    own_size = (member * size[..., None, :]).sum(-1)
+    own = (total * member).sum(-1)
+    within = _divide(own, own_size - 1)
+    to_other = np.where(member > 0, np.inf, _divide(total, size[..., None, :]))
+    between = np.where(size[..., None, :] > 0, to_other, np.inf).min(-1)
+    score = _divide(between - within, np.maximum(within, between))
+    score = np.where(own_size > 1, np.nan_to_num(score), 0.0)  # singletons score 0 (sklearn)
+    return score.mean(-1)
+
+
+def silhouette(x: Array, labels: Array, *, item_dim: str = "item",
+               unit_dim: str = "unit") -> Array:
+    """Mean silhouette coefficient (Euclidean): x (..., items, units), labels (..., items) -> (...).
+
+    s_i = (b_i - a_i) / max(a_i, b_i), a_i the mean distance to the other items of i's group,
+    b_i the smallest mean distance to another group; s_i = 0 for a group of one item (as
+    sklearn.metrics.silhouette_score). Vectorized over leading dims; needs 2..items-1 groups.
+    """
+    result = _apply(_silhouette, [x, labels], [(item_dim, unit_dim), (item_dim,)], [()],
+                    ["x", "labels"])
+    return _named(result, "silhouette")
+
+
+def _adjusted_rand(labels_a: np.ndarray, labels_b: np.ndarray) -> np.ndarray:
+    labels_a, labels_b = np.asarray(labels_a), np.asarray(labels_b)
+    if labels_a.shape[-1] != labels_b.shape[-1]:
+        raise ValueError(f"labels_a has {labels_a.shape[-1]} items and labels_b "
+                         f"{labels_b.shape[-1]}: label the same items")
+    table = _transpose(_onehot(labels_a)) @ _onehot(labels_b)  # (..., C_a, C_b) contingency
+
+    def pairs(n):
+        return n * (n - 1) / 2.0
+
+    m = labels_a.shape[-1]
+    index = pairs(table).sum(axis=(-2, -1))
+    rows, cols = pairs(table.sum(-1)).sum(-1), pairs(table.sum(-2)).sum(-1)
+    expected = rows * cols / pairs(m)
+    best = (rows + cols) / 2.0
+    return np.where(best == expected, 1.0, _divide(index - expected, best - expected))
+
+
+def adjusted_rand_index(labels_a: Array, labels_b: Array, *, item_dim: str = "item") -> Array:
+    """Adjusted Rand index of two groupings of the same items: (..., items) x 2 -> (...).
+
+    From the contingency table n_ij: ARI = (sum_ij C(n_ij, 2) - E) / ((A + B) / 2 - E),
+    A = sum_i C(a_i, 2), B = sum_j C(b_j, 2), E = A B / C(n, 2); 1 for identical groupings
+    (up to relabelling, including both trivial), ~0 for independent ones. Vectorized over
+    leading dims.
+    """
+    result = _apply(_adjusted_rand, [labels_a, labels_b], [(item_dim,), (item_dim,)], [()],
+                    ["labels_a", "labels_b"])
+    return _named(result, "adjusted_rand_index")
+
+
+# -- compare: forecast versus actual results --------------------------------------------------
+
+def _change(a: xr.DataArray, b: xr.DataArray, initial: xr.DataArray,
+            dims: Mapping[str, str]) -> dict[str, xr.DataArray]:
+    result = change_alignment(a, b, initial, **dims)
+    return {f"change_{name}": result[name] for name in CHANGE_ALIGNMENT}
+
+
+# name -> function(a, b, initial, dims) -> {variable suffix: DataArray}
+COMPARISONS: dict[str, Callable[..., dict[str, xr.DataArray]]] = {
+    "change_alignment": _change,
+    "rsa": lambda a, b, _, dims: {"rsa": rsa(a, b, **dims)},
+    "cka": lambda a, b, _, dims: {"cka_similarity": cka_similarity(a, b, **dims)},
+    "cka_debiased": lambda a, b, _, dims: {
+        "debiased_cka_similarity": cka_similarity(a, b, debiased=True, **dims)},
+    "cka_rbf": lambda a, b, _, dims: {"rbf_cka_similarity": cka_similarity(a, b, "rbf", **dims)},
+    "procrustes": lambda a, b, _, dims: {"procrustes_distance": procrustes_distance(a, b, **dims)},
+    "angular_shape": lambda a, b, _, dims: {
+        "angular_shape_distance": angular_shape_distance(a, b, **dims)},
+    "cca": lambda a, b, _, dims: {"cca_similarity": cca_similarity(a, b, **dims)},
+    "svcca": lambda a, b, _, dims: {"svcca_similarity": svcca_similarity(a, b, **dims)},
+}
+
+LONG_NAMES = {
+    "change_correlation": "change correlation",
+    "change_cosine": "change cosine",
+    "change_relative_error": "change relative error",
+    "rsa": "RSA (Pearson r of RSMs)",
+    "cka_similarity": "linear CKA",
+    "debiased_cka_similarity": "debiased linear CKA",
+    "rbf_cka_similarity": "RBF CKA",
+    "procrustes_distance": "Procrustes distance",
+    "angular_shape_distance": "angular shape distance",
+    "cca_similarity": "mean CCA",
+    "svcca_similarity": "SVCCA",
+}
+
+
+def _brief(values: xr.DataArray, most: int = 8) -> str:
+    """[0, 1, 2, ..., 99] (100 values): coordinate values short enough for a one-line error."""
+    listed = values.values.tolist()
+    if len(listed) <= most:
+        return str(listed)
+    head = ", ".join(map(str, listed[:most - 2]))
+    return f"[{head}, ..., {listed[-1]}] ({len(listed)} values)"
+
+
+def _check_comparable(a: xr.Dataset, b: xr.Dataset, variables: Sequence[str], item_dim: str
+                      ) -> dict[str, str]:
+    """Same checkpoints, items and unit sizes in a and b; returns each variable's unit dim."""
+    for name, ds in (("a", a), ("b", b)):
+        for coord in ("time", item_dim):
+            if coord not in ds.coords:
+                raise ValueError(f"{name} has no {coord!r} coordinate: compare results in the "
+                                 f"layout of repkernel.results")
+    if not np.array_equal(a["time"].values, b["time"].values):
+        raise ValueError(f"checkpoints differ: a has steps {_brief(a['time'])}, b has "
+                         f"{_brief(b['time'])}; compute both with the same checkpoints")
+    item_coords = [str(c) for c in a.coords if a[c].dims == (item_dim,) and c in b.coords]
+    for coord in [item_dim, *(c for c in item_coords if c != item_dim)]:
+        if a[coord].shape != b[coord].shape or not np.array_equal(a[coord].values,
+                                                                  b[coord].values):
+            raise ValueError(f"items differ: coordinate {coord!r} is {_brief(a[coord])} in a "
+                             f"and {_brief(b[coord])} in b; compute both on the same probe "
+                             f"patterns")
+    units = {}
+    for variable in variables:
+        for name, ds in (("a", a), ("b", b)):
+            if variable not in ds.data_vars:
+                raise ValueError(f"{name} has no variable {variable!r}: choose variables from "
+                                 f"{sorted(map(str, ds.data_vars))}")
+            if not {"time", item_dim} <= set(ds[variable].dims):
+                raise ValueError(f"{variable} in {name} has dims {ds[variable].dims}, not time, "
+                                 f"{item_dim} and units")
+        unit = str(b[variable].dims[-1])
+        if unit in ("time", item_dim) or unit not in a[variable].dims:
+            raise ValueError(f"{variable} must end with its unit dim in both a and b (as in "
+                             f"repkernel.results), got {a[variable].dims} and "
+                             f"{b[variable].dims}")
+        if a.sizes[unit] != b.sizes[unit]:
+            raise ValueError(f"{variable} has {a.sizes[unit]} {unit}s in a and {b.sizes[unit]} "
+                             f"in b: compare results of the same network")
+        units[variable] = unit
+    return units
+
+
+def _compare_variable(a: xr.DataArray, b: xr.DataArray, metrics: Sequence[str],
+                      dims: Mapping[str, str]) -> dict[str, xr.DataArray]:
+    unit = dims["unit_dim"]
+    if "layer" in b.dims and bool(b.isnull().any()):
+        # several hidden layers, narrower ones NaN-padded (repkernel.results): per layer, drop
+        # the padding units
+        parts = [_compare_variable(a.isel(layer=i) if "layer" in a.dims else a,
+                                   b.isel(layer=i), metrics, dims)
+                 for i in range(b.sizes["layer"])]
+        return {name: xr.concat([part[name] for part in parts], dim="layer")
+                for name in parts[0]}
+    if bool(b.isnull().any()):
+        present = ~b.isnull().all([d for d in b.dims if d != unit])
+        a, b = a.sel({unit: present.values}), b.sel({unit: present.values})
+    initial = None
+    if "change_alignment" in metrics:  # without b's time-only coordinates (stage)
+        initial = b.sel(time=0, drop=True).reset_coords(drop=True)
+    out = {}
+    for metric in metrics:
+        out.update(COMPARISONS[metric](a, b, initial, dims))
+    return out
+
+
+def compare(a: xr.Dataset, b: xr.Dataset,
+            metrics: Sequence[str] = ("change_alignment", "rsa", "cka", "procrustes"),
+            variables: Sequence[str] = ("hidden", "output"), *,
+            item_dim: str = "item") -> xr.Dataset:
+    """Compare two results (a = forecast, b = the reference, usually the actual training) per
+    checkpoint: one variable ``{variable}_{metric}`` per variable and metric.
+
+    a, b: Datasets in the repkernel.results layout, e.g. hidden(time, [readout,] item, unit),
+    output(time, item, output_unit), with identical ``time`` steps, identical item coordinates
+    and the same unit sizes (ValueError naming the difference otherwise). Each variable's last
+    dim is its unit dim; every other dim is broadcast (a forecast's ``readout``) or matched
+    (``seed``, ``layer``). NaN-padded units of narrower layers are dropped per layer.
+    metrics (names of COMPARISONS), giving variables:
+      change_alignment  change_correlation, change_cosine, change_relative_error, of
+                        dh = x(t) - x_b(0): the initial representation is b at time 0 (the
+                        reference's own start), so b needs step 0; nan/inf at time 0
+      rsa               rsa (Pearson RSMs compared by Pearson r)
+      cka               cka_similarity (linear); cka_debiased, cka_rbf also available
+      procrustes        procrustes_distance; angular_shape, cca, svcca also available
+    e.g. hidden_cka_similarity(time, readout), output_change_correlation(time, readout).
+    """
+    unknown = [m for m in metrics if m not in COMPARISONS]
+    if unknown:
+        raise ValueError(f"unknown metric {unknown[0]!r}: choose from {', '.join(COMPARISONS)}")
+    units = _check_comparable(a, b, variables, item_dim)
+    if "change_alignment" in metrics and 0 not in b["time"].values:
+        raise ValueError("change alignment measures change from step 0, which b lacks: "
+                         "record step 0 too, or leave change_alignment out of metrics")
+    out: dict[str, xr.DataArray] = {}
+    for variable in variables:
+        dims = {"item_dim": item_dim, "unit_dim": units[variable]}
+        for suffix, value in _compare_variable(a[variable], b[variable], metrics, dims).items():
+            name = f"{variable}_{suffix}"
+            out[name] = value.rename(name).assign_attrs(
+                long_name=f"{variable} {LONG_NAMES[suffix]}")
+    attrs = {"a": str(a.attrs.get("source", "a")), "b": str(b.attrs.get("source", "b")),
+             "metrics": ", ".join(metrics), "initial": "b at time 0"}
+    return xr.Dataset(out, attrs=attrs)
