@@ -63,7 +63,7 @@ TIMES = ("discrete", "continuous")
 # Spaces (nO or P) up to this size are factorized by a dense eigendecomposition; larger ones by
 # Lanczos on the stage's starting vector (same equations, restricted to its Krylov space).
 DENSE_LIMIT = 2048
-CHECK_EVERY = 8  # Lanczos steps between convergence checks
+CHECK_EVERY = 4  # Lanczos steps between convergence checks
 LANCZOS_TOLERANCE = 1024  # relative change between checks, in units of the dtype's eps
 
 
@@ -191,17 +191,42 @@ class _Center:
                 output[..., None] + d_output)
 
 
+def _distinct(patterns: PatternSet) -> tuple[PatternSet, np.ndarray]:
+    """The distinct patterns (x, c, y) of a set and how often each occurs, (n_u,).
+
+    Copies of a pattern have equal Jacobian rows and residuals for all time, so the dynamics
+    only need the distinct ones, each weighted by its multiplicity w (sampled curricula repeat
+    many patterns: 500 samples of the published environment hold about 400 distinct ones).
+    """
+    rows = torch.cat([patterns.x, patterns.y] + ([] if patterns.c is None else [patterns.c]), 1)
+    _, first, counts = np.unique(rows.cpu().numpy(), axis=0, return_index=True,
+                                 return_counts=True)
+    if len(first) == len(patterns):
+        return patterns, np.ones(len(patterns))
+    order = np.argsort(first)  # keep the order of first occurrence
+    return patterns[first[order]], counts[order].astype(float)
+
+
 def _segment_weights(center: _Center, stage: Stage, index: int, theta_start: torch.Tensor,
                      local_steps: torch.Tensor, time: str) -> torch.Tensor:
     """Forecast weights theta_k (P, m) after ``local_steps`` (m,) steps of ``stage`` from
-    theta_start under the linear model centered at ``center``."""
-    patterns = stage.patterns
-    n, rho = len(patterns), stage.drift_rate / len(patterns)
+    theta_start under the linear model centered at ``center``.
+
+    On the distinct patterns X_u with multiplicities W (repeated over outputs):
+    J_s^T J_s = J_u^T W J_u and Theta_ss acts as W^1/2 Theta_uu W^1/2 on s = W^1/2 r, which has the
+    same nonzero eigenvalues; dual coefficients a_u give theta = theta_start - J_u^T W a_u.
+    """
+    rho = stage.drift_rate / len(stage.patterns)
     if int(local_steps.max()) == 0:
         return theta_start[:, None].expand(-1, len(local_steps)).clone()
+    patterns, counts = _distinct(stage.patterns)
     _, f_start = center.linear_outputs(patterns, (theta_start - center.theta)[:, None])
     f_start = f_start[..., 0]
     y = patterns.to(f_start.device, f_start.dtype)[2]
+    n, n_out = f_start.shape
+    weight = torch.as_tensor(counts, dtype=f_start.dtype, device=f_start.device)
+    weight = weight[:, None].expand(n, n_out).reshape(-1)
+    root = weight.sqrt()
 
     def check(lam_max: float) -> None:
         if time == "discrete":
@@ -211,48 +236,55 @@ def _segment_weights(center: _Center, stage: Stage, index: int, theta_start: tor
         r0 = (f_start - y).reshape(-1)
         P, nO = center.theta.numel(), r0.numel()
         if P < nO:  # primal: G = J^T J (P x P), d_k = -c_k(G) J^T r_0
-            jac = jacobians(center.net, patterns).output.reshape(nO, P)
-            delta = -_spectral_apply(jac.T @ jac, jac.T @ r0, rho, local_steps, time, check)
+            jac = root[:, None] * jacobians(center.net, patterns).output.reshape(nO, P)
+            delta = -_spectral_apply(jac.T @ jac, jac.T @ (root * r0), rho, local_steps, time,
+                                     check)
             return theta_start[:, None] + delta
-        theta_ss = ntk_matrix(center.net, patterns).reshape(nO, nO)
-        a = _spectral_apply(theta_ss, r0, rho, local_steps, time, check)
+        theta_uu = ntk_matrix(center.net, patterns).reshape(nO, nO)
+        theta_uu = root[:, None] * theta_uu * root[None, :]
+        weighted = root[:, None] * _spectral_apply(theta_uu, root * r0, rho, local_steps, time,
+                                                   check)  # = W a_u
     else:
-        a = _function_space(center, stage, f_start, y, rho, local_steps, time)
-    delta = -jacobian_transpose_product(center.net, patterns, a.reshape(n, -1, a.shape[-1]))
+        weighted = weight[:, None] * _function_space(center, patterns, weight, stage.loss,
+                                                     f_start, y, rho, local_steps, time)
+    delta = -jacobian_transpose_product(center.net, patterns,
+                                        weighted.reshape(n, n_out, weighted.shape[-1]))
     return theta_start[:, None] + delta
 
 
-def _function_space(center: _Center, stage: Stage, f_start: torch.Tensor, y: torch.Tensor,
-                    rho: float, local_steps: torch.Tensor, time: str) -> torch.Tensor:
+def _function_space(center: _Center, patterns: PatternSet, weight: torch.Tensor, loss: str,
+                    f_start: torch.Tensor, y: torch.Tensor, rho: float, local_steps: torch.Tensor,
+                    time: str) -> torch.Tensor:
     """Dual coefficients a_k = sum_{j<k} rho g(f_j) (nO, m) for a loss with nonlinear gradient,
-    f_{j+1} = f_j - rho Theta g(f_j) (discrete) or df/dk = -rho Theta g(f) (continuous)."""
+    f_{j+1} = f_j - rho Theta W g(f_j) (discrete) or df/dk = -rho Theta W g(f) (continuous), on
+    distinct patterns with multiplicities W."""
     n, n_out = f_start.shape
-    theta_ss = ntk_matrix(center.net, stage.patterns).reshape(n * n_out, n * n_out)
+    theta_uu = ntk_matrix(center.net, patterns).reshape(n * n_out, n * n_out) * weight[None, :]
     wanted = local_steps.long().tolist()
     if time == "discrete":
-        f, a, out = f_start.reshape(-1), torch.zeros_like(f_start.reshape(-1)), {}
+        f, a, out, record = f_start.reshape(-1), torch.zeros_like(weight), {}, set(wanted)
         for k in range(max(wanted) + 1):
-            if k in wanted:
+            if k in record:
                 out[k] = a.clone()
-            g = rho * loss_gradient(f.reshape(n, n_out), y, stage.loss).reshape(-1)
-            f, a = f - theta_ss @ g, a + g
+            g = rho * loss_gradient(f.reshape(n, n_out), y, loss).reshape(-1)
+            f, a = f - theta_uu @ g, a + g
         return torch.stack([out[k] for k in wanted], dim=-1)
-    to_np = dict(dtype=np.float64)
-    theta_np, y_t = theta_ss.detach().cpu().numpy().astype(**to_np), y
+    theta_np = theta_uu.detach().cpu().numpy().astype(np.float64)
 
     def rhs(_, state):
-        f = torch.as_tensor(state[: n * n_out]).to(y_t)
-        g = rho * loss_gradient(f.reshape(n, n_out), y_t, stage.loss).reshape(-1)
-        g = g.cpu().numpy().astype(**to_np)
+        f = torch.as_tensor(state[: n * n_out]).to(y)
+        g = rho * loss_gradient(f.reshape(n, n_out), y, loss).reshape(-1)
+        g = g.cpu().numpy().astype(np.float64)
         return np.concatenate([-theta_np @ g, g])
 
     start = np.concatenate([f_start.reshape(-1).cpu().numpy(), np.zeros(n * n_out)])
-    solution = solve_ivp(rhs, (0, max(wanted)), start, t_eval=sorted(set(wanted)),
-                         method="LSODA", rtol=1e-10, atol=1e-12)
+    times = sorted(set(wanted))
+    solution = solve_ivp(rhs, (0, max(wanted)), start, t_eval=times, method="LSODA", rtol=1e-10,
+                         atol=1e-12)
     if not solution.success:
         raise ValueError(f"the gradient-flow ODE failed ({solution.message}); use "
                          f"time='discrete'")
-    by_step = dict(zip(sorted(set(wanted)), solution.y[n * n_out:].T))
+    by_step = dict(zip(times, solution.y[n * n_out:].T))
     return torch.as_tensor(np.stack([by_step[k] for k in wanted], axis=-1)).to(f_start)
 
 
