@@ -85,14 +85,18 @@ def _coefficients(lam: torch.Tensor, rho: float, k: torch.Tensor, time: str) -> 
 
 
 def _check_stable(stage: Stage, index: int, rho: float, lam_max: float) -> None:
-    """Discrete gradient descent on the linear model diverges iff rho lam_max > 2."""
+    """Discrete gradient descent on the linear model diverges iff rho lam_max > 2, i.e. iff
+    eta > 2n / lam_max (mean loss) or 2 / lam_max (summed loss); in general 2 (eta / rho) /
+    lam_max with rho the per-pattern drift rate."""
     if rho * lam_max > 2:
-        bound = 2 * stage.lr / (rho * lam_max)
+        per_rate = stage.lr / rho  # n for the full-batch mean loss, 1 for the summed loss
+        bound = 2 * per_rate / lam_max
         raise ValueError(
             f"stage {index} ({stage.name or 'unnamed'}): learning rate {stage.lr:g} is above the "
-            f"stability bound {bound:.4g} (2n / lam_max in the stage's normalization, "
-            f"lam_max = {lam_max:.4g}) of the linearized dynamics, so the discrete forecast "
-            f"diverges; lower the learning rate below {bound:.4g} or use time='continuous'")
+            f"stability bound {bound:.4g} = 2 * {per_rate:g} / lam_max (2n / lam_max for the mean"
+            f" loss, 2 / lam_max for the summed loss; lam_max = {lam_max:.4g}, the largest "
+            f"eigenvalue of the stage's kernel), so the discrete forecast diverges; lower the "
+            f"learning rate below {bound:.4g} or use time='continuous'")
 
 
 def _spectral_apply(matrix: torch.Tensor, start: torch.Tensor, rho: float, k: torch.Tensor,
@@ -113,56 +117,82 @@ def _spectral_apply(matrix: torch.Tensor, start: torch.Tensor, rho: float, k: to
     return _lanczos_apply(matrix, start, rho, k, time, check)
 
 
+class _LargestEigenvalue:
+    """Plain Lanczos from a random vector (three-term recurrence, no reorthogonalization): its
+    largest Ritz value converges to lam_max from below."""
+
+    def __init__(self, n: int, dtype: torch.dtype, device) -> None:
+        generator = torch.Generator(device=device).manual_seed(0)
+        z = torch.randn(n, generator=generator, dtype=dtype, device=device)
+        self.vector, self.previous = z / z.norm(), torch.zeros_like(z)
+        self.alpha, self.beta = [], [0.0]
+        self.estimate, self.settled = 0.0, False
+
+    def step(self, product: torch.Tensor) -> None:
+        """Advance with product = M @ self.vector."""
+        w = product - self.beta[-1] * self.previous
+        self.alpha.append(float(self.vector @ w))
+        w = w - self.alpha[-1] * self.vector
+        self.beta.append(float(w.norm()))
+        self.previous, self.vector = self.vector, w / max(self.beta[-1],
+                                                          torch.finfo(w.dtype).tiny)
+
+    def update(self) -> float:
+        t = _tridiagonal(self.alpha, self.beta[1:-1], self.vector.dtype, self.vector.device)
+        estimate = float(torch.linalg.eigvalsh(t).max())
+        self.settled = abs(estimate - self.estimate) <= 1e-10 * abs(estimate) or (
+            self.beta[-1] <= torch.finfo(t.dtype).eps * abs(estimate))
+        self.estimate = estimate
+        return estimate
+
+
 def _lanczos_apply(matrix, start, rho, k, time, check) -> torch.Tensor:
     """Krylov branch of _spectral_apply; see there."""
     n, dtype, device = len(start), start.dtype, start.device
     eps = torch.finfo(dtype).eps
     norm = float(start.norm())
-    generator = torch.Generator(device=device).manual_seed(0)
-    probe = torch.randn(n, generator=generator, dtype=dtype, device=device)
+    if norm == 0:  # a zero residual stays zero
+        return torch.zeros(n, len(k), dtype=dtype, device=device)
+    largest = _LargestEigenvalue(n, dtype, device)
     basis = torch.empty(min(n, 128), n, dtype=dtype, device=device)  # rows q_0, q_1, ...
-    basis[0] = start / norm if norm > 0 else probe / probe.norm()
-    alpha, beta = [], []
-    z, z_previous, z_alpha, z_beta = probe / probe.norm(), torch.zeros_like(probe), [], [0.0]
-    previous, lam_max_previous, settled = None, 0.0, 0
-    for m in range(1, n + 1):
-        q = basis[m - 1]
-        product = matrix @ torch.stack([q, z], dim=1)  # one pass over M for both runs
+    basis[0] = start / norm
+    alpha, beta, previous, settled, m = [], [], None, 0, 0
+    while True:
+        q = basis[m]
+        product = matrix @ torch.stack([q, largest.vector], dim=1)  # one pass over M for both
+        largest.step(product[:, 1])
         w = product[:, 0]
         alpha.append(float(q @ w))
+        m += 1
         for _ in range(2):  # full reorthogonalization, classical Gram-Schmidt twice
             w = w - basis[:m].T @ (basis[:m] @ w)
         beta.append(float(w.norm()))
-        # the random run: plain three-term recurrence, enough for the largest eigenvalue
-        w_z = product[:, 1] - z_beta[-1] * z_previous
-        z_alpha.append(float(z @ w_z))
-        w_z = w_z - z_alpha[-1] * z
-        z_beta.append(float(w_z.norm()))
         invariant = beta[-1] <= eps * n * max(abs(a) for a in alpha)
         if invariant or m == n or m % CHECK_EVERY == 0:
             theta, vectors = torch.linalg.eigh(_tridiagonal(alpha, beta[:-1], dtype, device))
-            z_theta = torch.linalg.eigvalsh(_tridiagonal(z_alpha, z_beta[1:-1], dtype, device))
-            lam_max = max(float(theta.max()), float(z_theta.max()))
-            check(lam_max)  # Ritz values are lower bounds: raising early is always right
+            largest.update()
+            if largest.settled:  # an unstable rate fails here, before the coefficients blow up
+                check(largest.estimate)
             reduced = vectors @ (_coefficients(theta, rho, k, time) * (norm * vectors[0])[:, None])
             if previous is not None:  # change since the last check, per checkpoint
                 padded = torch.zeros_like(reduced)
                 padded[: len(previous)] = previous
                 change = (reduced - padded).norm(dim=0)
                 scale = reduced.norm(dim=0).clamp_min(torch.finfo(dtype).tiny)
-                close = (float((change / scale).max()) <= LANCZOS_TOLERANCE * eps
-                         and abs(lam_max - lam_max_previous) <= 1e-10 * lam_max)
+                close = float((change / scale).max()) <= LANCZOS_TOLERANCE * eps
                 settled = settled + 1 if close else 0
-            previous, lam_max_previous = reduced, lam_max
-            if norm == 0:
-                return torch.zeros(n, len(k), dtype=dtype, device=device)
+            previous = reduced
             if invariant or m == n or settled >= 2:
-                return basis[:m].T @ reduced
+                break
         if m == len(basis):
-            basis = torch.cat([basis, torch.empty_like(basis)])[: n]
+            basis = torch.cat([basis, torch.empty_like(basis)])[:n]
         basis[m] = w / beta[-1]
-        z_previous, z = z, w_z / max(z_beta[-1], torch.finfo(dtype).tiny)
-    raise AssertionError("unreachable: Lanczos stops after at most N steps")
+    while not largest.settled:  # the stability bound needs lam_max to round-off
+        for _ in range(CHECK_EVERY):
+            largest.step(matrix @ largest.vector)
+        largest.update()
+    check(max(largest.estimate, float(theta.max())))
+    return basis[:m].T @ reduced
 
 
 def _tridiagonal(diagonal, off, dtype, device) -> torch.Tensor:
@@ -302,13 +332,26 @@ def forecast(
     progress: Callable[[int], None] | None = None,
 ) -> xr.Dataset:
     """Forecast hidden representations and outputs on ``probes`` from the initial weights and the
-    curriculum alone, in the trainer's layout (repkernel.train) plus a ``readout`` dim:
-    ``linear`` = h_c + J_h,c (theta - theta_c), ``network`` = the network at the forecast weights.
+    curriculum alone (equations in the module docstring), in the trainer's layout.
 
-    hidden(time, readout, item, unit), output(time, readout, item, output_unit), loss(time,
-    readout) (mean per-pattern loss on the current stage's patterns), probe_loss(time, readout),
-    weights(time, parameter) (the forecast weights theta_0 + d). ``time`` in steps; see the module
-    docstring for the equations. Raises ValueError when a discrete MSE stage is unstable.
+    Returns the layout of repkernel.train (same dims, coords and variables) with a ``readout``
+    dim on the forecast quantities and attrs source="forecast":
+      hidden(time, readout, item, unit), output(time, readout, item, output_unit),
+      target(item, output_unit), loss(time, readout) (mean per-pattern loss on the patterns of
+      the stage that produced the state), probe_loss(time, readout), and, with record_weights,
+      weights(time, parameter) = theta_0 + d (coords parameter, parameter_group).
+    readout "linear" = h_c + J_h,c (theta - theta_c) (h_0 + J_h d with the frozen kernel);
+    "network" = the network evaluated at the forecast weights. ``time`` counts steps (parameter
+    updates) for both time="discrete" (gradient descent on the linear model, exact) and
+    time="continuous" (gradient flow, t = eta * steps). Minibatch and online stages are forecast
+    by their full-batch drift (Stage.drift_rate); their fluctuations are not modelled.
+    relinearize=R: R segments per stage, the linear model recentered at the forecast weights at
+    each segment start (1 = frozen kernel at theta_0; R = steps reproduces gradient descent).
+    checkpoints: a count spread over the curriculum or explicit steps (results.checkpoint_steps).
+    Tensors follow ``device``/``dtype`` (default: the network's); the caller's network is not
+    modified. ``progress(steps_done)`` is called after each segment.
+    Raises ValueError for bad arguments, and when a discrete MSE stage's rate is above the
+    stability bound 2n / lam_max of its linearized dynamics (the message states both).
     """
     readouts = (readout,) if isinstance(readout, str) else tuple(readout)
     if not readouts or any(r not in READOUTS for r in readouts):
@@ -318,6 +361,8 @@ def forecast(
     if not (isinstance(relinearize, (int, np.integer)) and relinearize >= 1):
         raise ValueError(f"relinearize must be a positive number of segments, got {relinearize!r}")
     net = placed(network, device, dtype)
+    if net.n_parameters == 0:
+        raise ValueError("the network has no trainable weights: call set_trainable first")
     center_net = copy.deepcopy(net)  # weights are loaded into it; the caller's stay untouched
     theta0 = net.flat_parameters()
     steps = checkpoint_steps(checkpoints, curriculum.total_steps)
