@@ -3,7 +3,7 @@ import pytest
 import torch
 
 import repkernel as rk
-from repkernel import Curriculum, MultitaskEnvironment, MultitaskNetwork, Stage
+from repkernel import Curriculum, MultitaskEnvironment, MultitaskNetwork, Stage, forecasting
 from repkernel.forecasting import forecast, modes
 from repkernel.kernels import jacobians, ntk_matrix, pseudo_kernel_matrix
 
@@ -23,18 +23,51 @@ def assert_same(fc, actual, readout="network", atol=1e-10):
     np.testing.assert_allclose(fc.weights, actual.weights, atol=atol)
 
 
+def three_stages(reduction):
+    lrs = (0.3, 0.5, 0.2) if reduction == "mean" else (0.01, 0.02, 0.005)
+    single, concurrent = ENV.sample(40), ENV.sample(30, {2: 1.0}, seed=1)
+    return Curriculum((Stage(single, 25, lrs[0], reduction=reduction),
+                       Stage(concurrent, 15, lrs[1], reduction=reduction),
+                       Stage(single, 10, lrs[2], reduction=reduction)))
+
+
 @pytest.mark.parametrize("reduction", ["mean", "sum"])
 def test_exact_for_a_linear_model_across_stages(reduction):
     net = readout_only()
-    lrs = (0.3, 0.5) if reduction == "mean" else (0.01, 0.02)
-    cur = Curriculum.single_then_concurrent(ENV, 40, steps=(25, 15), lr=lrs, reduction=reduction)
+    cur = three_stages(reduction)
     probes = ENV.patterns(k=(1, 2), stimuli=3)
-    actual = rk.train(net, cur, probes, checkpoints=9)
-    fc = forecast(net, cur, probes, checkpoints=9)
+    actual = rk.train(net, cur, probes, checkpoints=11)
+    fc = forecast(net, cur, probes, checkpoints=11)
     assert fc.attrs["source"] == "forecast"
     assert list(fc.readout.values) == ["linear", "network"]
     assert_same(fc, actual, "network")
     assert_same(fc, actual, "linear")
+
+
+def test_lanczos_path_is_exact_and_agrees_with_the_dense_path(monkeypatch):
+    """Above DENSE_LIMIT the closed form runs on the Krylov space of r_0; force it here."""
+    net = readout_only()
+    cur = three_stages("sum")
+    probes = ENV.patterns(k=1, stimuli=3)
+    actual = rk.train(net, cur, probes, checkpoints=6)
+    dense_nonlinear = MultitaskNetwork(ENV, hidden=20, init_scale=1.0)
+    dense = {time: forecast(dense_nonlinear, cur, probes, checkpoints=6, time=time)
+             for time in ("discrete", "continuous")}
+    monkeypatch.setattr(forecasting, "DENSE_LIMIT", 0)
+    assert_same(forecast(net, cur, probes, checkpoints=6), actual)
+    for time, expected in dense.items():
+        krylov = forecast(dense_nonlinear, cur, probes, checkpoints=6, time=time)
+        np.testing.assert_allclose(krylov.weights, expected.weights, atol=1e-11)
+        np.testing.assert_allclose(krylov.hidden, expected.hidden, atol=1e-11)
+
+
+def test_repeated_patterns_count_with_their_multiplicity():
+    net = readout_only()
+    data = ENV.sample(15, seed=4)
+    doubled = rk.PatternSet.concat([data, data[:7], data[:3]])
+    cur = Curriculum((Stage(doubled, 30, 0.4), Stage(doubled, 10, 0.02, reduction="sum")))
+    actual = rk.train(net, cur, data, checkpoints=5)
+    assert_same(forecast(net, cur, data, checkpoints=5), actual)
 
 
 def test_exact_in_primal_space_when_parameters_are_few():
@@ -72,20 +105,36 @@ def test_long_time_is_kernel_regression():
                                atol=1e-6)
 
 
-def test_one_step_change_is_the_loss_weighted_kernel_sum_to_first_order():
+def autograd_jacobians(net, patterns):
+    """J_h (n, H, P) and J_f (n, O, P) by plain autograd, independent of repkernel.kernels."""
+    theta0 = net.flat_parameters()
+
+    def outputs(theta):
+        fn, _ = rk.kernels.network_function(net)  # functional forward only, no kernel code
+        (h,), f = fn(theta, patterns.x, patterns.c)
+        return h, f
+
+    return torch.autograd.functional.jacobian(outputs, theta0)
+
+
+def test_one_step_change_is_the_loss_weighted_kernel_sum():
     net = MultitaskNetwork(ENV, hidden=20, init_scale=0.5)
     train, probes = ENV.sample(30, seed=1), ENV.patterns(k=1, stimuli=3)
+    jh_probe, _ = autograd_jacobians(net, probes)
+    _, jf_train = autograd_jacobians(net, train)
+    g = (net.represent(train)[1] - train.y).detach()
     errors = []
     for lr in (0.4, 0.2):
         cur = Curriculum((Stage(train, 1, lr),))
         actual = rk.train(net, cur, probes, checkpoints=[0, 1])
-        fc = forecast(net, cur, probes, checkpoints=[0, 1], readout="linear")
-        # the kernel sum, computed independently from explicit Jacobians
-        g = (net.represent(train)[1] - train.y).detach()
-        pi = pseudo_kernel_matrix(net, probes, train)[0]
-        predicted = (-(lr / 30) * torch.einsum("iujo,jo->iu", pi, g)).numpy()
-        forecast_change = fc.hidden.isel(time=1, readout=0) - fc.hidden.isel(time=0, readout=0)
-        np.testing.assert_allclose(forecast_change, predicted, atol=1e-12)
+        fc = forecast(net, cur, probes, checkpoints=[0, 1])
+        # sum_i PNTK(x, x_i) = -(eta / n) sum_i Pi(x, x_i) g_i, Pi = J_h J_f^T
+        pseudo_kernel = torch.einsum("iup,jop->iujo", jh_probe, jf_train)
+        predicted = (-(lr / 30) * torch.einsum("iujo,jo->iu", pseudo_kernel, g)).numpy()
+        change = fc.hidden.sel(readout="linear").diff("time").isel(time=0)
+        np.testing.assert_allclose(change, predicted, atol=1e-12)
+        # one step of the forecast is one step of gradient descent: the network readout is exact
+        assert_same(fc, actual, "network", atol=1e-12)
         actual_change = actual.hidden.isel(time=1) - actual.hidden.isel(time=0)
         errors.append(float(abs(actual_change - predicted).max()))
     assert errors[1] < errors[0] / 3, f"error must be second order in lr, got {errors}"
@@ -165,14 +214,21 @@ def test_minibatch_stages_forecast_their_full_batch_drift():
     assert not np.allclose(a.weights, b.weights)
 
 
-def test_unstable_rate_raises_with_the_bound():
+@pytest.mark.parametrize("limit", [forecasting.DENSE_LIMIT, 0], ids=["dense", "lanczos"])
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_unstable_rate_raises_with_the_bound(monkeypatch, limit, reduction):
+    monkeypatch.setattr(forecasting, "DENSE_LIMIT", limit)
     net = readout_only()
     data = ENV.sample(20)
     lam_max = torch.linalg.eigvalsh(ntk_matrix(net, data).reshape(180, 180)).max().item()
-    bound = 2 * 20 / lam_max
-    with pytest.raises(ValueError, match=f"stability bound {bound:.4g}"):
-        forecast(net, Curriculum((Stage(data, 5, 1.01 * bound),)), data, checkpoints=2)
-    forecast(net, Curriculum((Stage(data, 5, 0.99 * bound),)), data, checkpoints=2)
+    bound = (2 * 20 if reduction == "mean" else 2) / lam_max
+    with pytest.raises(ValueError, match=f"stability bound {bound:.4g} "):
+        forecast(net, Curriculum((Stage(data, 5, 1.01 * bound, reduction=reduction),)), data,
+                 checkpoints=2)
+    forecast(net, Curriculum((Stage(data, 5, 0.99 * bound, reduction=reduction),)), data,
+             checkpoints=2)
+    forecast(net, Curriculum((Stage(data, 5, 1.01 * bound, reduction=reduction),)), data,
+             checkpoints=2, time="continuous")
 
 
 def test_modes_are_eigenpairs_with_their_hidden_patterns():
