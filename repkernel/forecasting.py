@@ -390,54 +390,53 @@ def forecast(
                     record_weights, center_net, theta0)
 
 
+def _readout(kind: str, center: _Center, fn, patterns: PatternSet, weights: torch.Tensor):
+    """Hidden (one (m, n, H_l) per layer) and output (m, n, O) on ``patterns`` for forecast
+    weights (P, m): the linear model around ``center`` or the network itself."""
+    if kind == "linear":
+        hidden, output = center.linear_outputs(patterns, weights - center.theta[:, None])
+        return tuple(h.movedim(-1, 0) for h in hidden), output.movedim(-1, 0)
+    x, c, _ = patterns.to(weights.device, weights.dtype)
+    with torch.no_grad():
+        return vmap(fn, in_dims=(1, None, None))(weights, x, c)
+
+
 def _dataset(net, curriculum, probes, steps, records, readouts, time, relinearize,
              record_weights, center_net, theta0) -> xr.Dataset:
-    """Evaluate both readouts at every checkpoint and assemble the trainer's layout."""
+    """Evaluate the readouts at every checkpoint and assemble the trainer's layout."""
     fn, _ = network_function(net)
-    hidden_by_readout = {r: [] for r in readouts}
-    output_by_readout = {r: [] for r in readouts}
-    losses = {r: [] for r in readouts}
-    probe_losses = {r: [] for r in readouts}
-    all_weights = []
-    for _, weights, center_theta, stage_index in records:
+    like = theta0.new_empty(0)
+    n_t, n_r, n_p = len(steps), len(readouts), len(probes)
+    hidden = [like.new_empty(n_t, n_r, n_p, width) for width in net.hidden_sizes]
+    output = like.new_empty(n_t, n_r, n_p, probes.n_outputs)
+    loss, probe_loss = like.new_empty(n_t, n_r), like.new_empty(n_t, n_r)
+    y_probe = probes.to(like.device, like.dtype)[2]
+    row = 0
+    for wanted, weights, center_theta, stage_index in records:
         stage = curriculum.stages[stage_index]
-        all_weights.append(weights.T)
+        rows = slice(row, row + len(wanted))
+        row += len(wanted)
         center = _Center(center_net, center_theta)
-        for r in readouts:
-            evaluated = []
-            for patterns in (probes, stage.patterns):
-                if r == "linear":
-                    hidden, output = center.linear_outputs(patterns,
-                                                           weights - center.theta[:, None])
-                    hidden = tuple(h.movedim(-1, 0) for h in hidden)
-                    output = output.movedim(-1, 0)
-                else:
-                    x, c, _ = patterns.to(weights.device, weights.dtype)
-                    with torch.no_grad():
-                        hidden, output = vmap(fn, in_dims=(1, None, None))(weights, x, c)
-                evaluated.append((hidden, output))
-            (hidden, output), (_, stage_output) = evaluated
-            hidden_by_readout[r].append(hidden)
-            output_by_readout[r].append(output)
-            y_probe = probes.to(output.device, output.dtype)[2]
-            y_stage = stage.patterns.to(output.device, output.dtype)[2]
-            probe_losses[r].append(pattern_loss(output, y_probe, stage.loss).mean(-1))
-            losses[r].append(pattern_loss(stage_output, y_stage, stage.loss).mean(-1))
-    n_layers = len(hidden_by_readout[readouts[0]][0])
-    hidden = [torch.stack([torch.cat([h[layer] for h in hidden_by_readout[r]]) for r in readouts],
-                          dim=1) for layer in range(n_layers)]
-    output = torch.stack([torch.cat(output_by_readout[r]) for r in readouts], dim=1)
+        distinct, counts = _distinct(stage.patterns)  # the stage loss needs each pattern once
+        y_stage = distinct.to(like.device, like.dtype)[2]
+        share = torch.as_tensor(counts / counts.sum(), dtype=like.dtype, device=like.device)
+        for r, kind in enumerate(readouts):
+            layers, out = _readout(kind, center, fn, probes, weights)
+            for target, layer in zip(hidden, layers):
+                target[rows, r] = layer
+            output[rows, r] = out
+            probe_loss[rows, r] = pattern_loss(out, y_probe, stage.loss).mean(-1)
+            stage_output = _readout(kind, center, fn, distinct, weights)[1]
+            loss[rows, r] = pattern_loss(stage_output, y_stage, stage.loss) @ share
     ds = representation_dataset(hidden, output, steps, probes, leading_dims=("time", "readout"),
                                 leading_coords={"readout": ("readout", list(readouts))})
     ds = ds.assign_coords(stage=("time", curriculum.stage_of(steps)))
 
-    def stacked(values):
-        return torch.stack([torch.cat(values[r]) for r in readouts], dim=1).cpu().numpy()
-
-    ds["loss"] = (("time", "readout"), stacked(losses))
-    ds["probe_loss"] = (("time", "readout"), stacked(probe_losses))
+    ds["loss"] = (("time", "readout"), loss.cpu().numpy())
+    ds["probe_loss"] = (("time", "readout"), probe_loss.cpu().numpy())
     if record_weights:
-        ds["weights"] = (("time", "parameter"), torch.cat(all_weights).cpu().numpy())
+        all_weights = torch.cat([weights.T for _, weights, _, _ in records])
+        ds["weights"] = (("time", "parameter"), all_weights.cpu().numpy())
         ds = ds.assign_coords(parameter=("parameter", np.arange(net.n_parameters)),
                               parameter_group=("parameter", net.parameter_groups()))
     config = {
