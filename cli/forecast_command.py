@@ -26,24 +26,30 @@ def forecast(
     seed: Annotated[int | None, typer.Option(help="Network seed.")] = None,
     steps: Annotated[int | None, typer.Option(help="Steps (every stage).")] = None,
     lr: Annotated[float | None, typer.Option(help="Learning rate (every stage).")] = None,
+    n_train: Annotated[int | None, typer.Option(help="Training patterns per stage.")] = None,
+    preset: Annotated[str | None, typer.Option(help="Curriculum preset.")] = None,
     checkpoints: Annotated[int | None, typer.Option(help="Number of checkpoints.")] = None,
     time: Annotated[str, typer.Option(help="discrete (gradient descent) or continuous "
                                       "(gradient flow).")] = "discrete",
     relinearize: Annotated[int, typer.Option(help="Segments per stage at whose start the "
                                              "Jacobians are recomputed (1: frozen kernel).")] = 1,
+    readout: Annotated[list[str] | None, typer.Option(
+        help="linear (h_0 + J_h d) and/or network (the network at the forecast weights); "
+        "repeat for both (default).")] = None,
     device: Annotated[str | None, typer.Option(help="torch device, e.g. cpu or cuda.")] = None,
     dtype: Annotated[str | None, typer.Option(help="float32 or float64.")] = None,
 ) -> None:
     """Forecast hidden(time, readout, item, unit) and outputs from the initial weights and the
-    curriculum alone (linearized dynamics), in the trainer's layout, and write netCDF."""
+    curriculum alone (linearized dynamics), in the trainer's layout, and write netCDF. Time is in
+    steps; minibatch/online stages are forecast by their full-batch drift."""
     raw = configuration.load_toml(config) if config else {}
     setup = configuration.build(configuration.merge(raw, run_overrides(
-        init_scale=init_scale, hidden=hidden, seed=seed, steps=steps, lr=lr,
-        checkpoints=checkpoints, device=device, dtype=dtype)))
+        init_scale=init_scale, hidden=hidden, seed=seed, steps=steps, lr=lr, n=n_train,
+        preset=preset, checkpoints=checkpoints, device=device, dtype=dtype)))
     with step_progress("forecasting", setup.curriculum.total_steps) as advance:
         result = forecasting.forecast(
             setup.network, setup.curriculum, setup.probes, checkpoints=setup.checkpoints,
-            time=time, relinearize=relinearize,
+            time=time, relinearize=relinearize, readout=readout or forecasting.READOUTS,
             record_weights=setup.config["run"]["record_weights"], device=setup.device,
             dtype=setup.dtype, progress=advance)
     results.save(result, out)
