@@ -274,3 +274,35 @@ def test_forecast_and_actual_concatenate_along_source():
                      join="exact")
     assert both.hidden.sizes["source"] == 2
     assert jacobians(net, probes).output.shape[-1] == net.n_parameters
+
+
+def test_cli_writes_a_forecast_that_concatenates_with_training(tmp_path):
+    import subprocess
+    import sys
+
+    import xarray as xr
+
+    path = tmp_path / "forecast.nc"
+    out = subprocess.run(
+        [sys.executable, "-m", "repkernel_cli", "forecast", "--steps", "30", "--checkpoints", "4",
+         "--hidden", "10", "--n-train", "20", "--out", str(path)],
+        capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    with xr.open_dataset(path) as ds:
+        assert ds.attrs["source"] == "forecast"
+        assert ds.hidden.dims == ("time", "readout", "item", "unit")
+        assert ds.sizes["time"] == 4 and list(ds.readout.values) == ["linear", "network"]
+    unstable = subprocess.run(
+        [sys.executable, "-m", "repkernel_cli", "forecast", "--steps", "3", "--hidden", "10",
+         "--n-train", "20", "--lr", "100", "--out", str(tmp_path / "x.nc")],
+        capture_output=True, text=True, timeout=300)
+    assert unstable.returncode == 1 and "stability bound" in unstable.stderr
+    assert "Traceback" not in unstable.stderr and not (tmp_path / "x.nc").exists()
+
+
+def test_modes_timescales_in_steps_for_the_summed_loss():
+    net = MultitaskNetwork(ENV, hidden=8)
+    stage = Stage(ENV.sample(10), 100, 0.02, reduction="sum")
+    m = modes(net, stage, ENV.patterns(k=1, stimuli=2), n_modes=3)
+    np.testing.assert_allclose(m.timescale, 1 / (0.02 * m.eigenvalue))  # rho = eta for "sum"
+    assert m.timescale.attrs["units"] == "steps"
