@@ -36,6 +36,23 @@ from repkernel.multitask import (
 from repkernel.networks import MLP, DeepLinear, MultitaskNetwork, RepresentationNetwork
 from repkernel.patterns import PatternSet, pattern_set
 from repkernel.results import checkpoint_steps, config_of, load, save
+from repkernel.similarity import (
+    adjusted_rand_index,
+    angular_shape_distance,
+    cca_similarity,
+    change_alignment,
+    cka_similarity,
+    compare,
+    kmeans_groups,
+    procrustes_distance,
+    rdm,
+    rsa,
+    rsm,
+    silhouette,
+    svcca_similarity,
+    task_similarity,
+    task_similarity_summary,
+)
 from repkernel.training import DivergenceError, train
 
 __all__ = [
@@ -49,9 +66,15 @@ __all__ = [
     "RepresentationNetwork",
     "Stage",
     "__version__",
+    "adjusted_rand_index",
+    "angular_shape_distance",
     "batch_loss",
     "capacity",
+    "cca_similarity",
+    "change_alignment",
     "checkpoint_steps",
+    "cka_similarity",
+    "compare",
     "components_by",
     "components_by_input_feature",
     "config_of",
@@ -64,6 +87,7 @@ __all__ = [
     "kernel_eigenvectors",
     "kernel_groups",
     "kernel_product",
+    "kmeans_groups",
     "learning_efficiency",
     "load",
     "loss_gradient",
@@ -74,10 +98,18 @@ __all__ = [
     "ntk_matrix",
     "pattern_loss",
     "pattern_set",
+    "procrustes_distance",
     "pseudo_kernel",
     "pseudo_kernel_matrix",
+    "rdm",
+    "rsa",
+    "rsm",
     "save",
     "score_outputs",
+    "silhouette",
     "step_function_task",
+    "svcca_similarity",
+    "task_similarity",
+    "task_similarity_summary",
     "train",
 ]

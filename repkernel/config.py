@@ -34,7 +34,7 @@ from typing import Any
 
 import torch
 
-from repkernel.curriculum import Curriculum, Stage
+from repkernel.curriculum import Curriculum, Stage, split_evenly
 from repkernel.environments import (
     MultitaskEnvironment,
     deep_linear_modes_task,
@@ -377,8 +377,12 @@ def _build_curriculum(cfg: dict[str, Any], env, train_set) -> Curriculum:
         return Curriculum.interleaved(env, cfg["n"], steps, lr, cfg["seed"], **options)
     if preset == "blocked":  # the same total patterns and steps, split evenly over the tasks
         n_tasks = len(env.tasks)
-        return Curriculum.blocked(env, max(1, cfg["n"] // n_tasks), max(1, steps // n_tasks), lr,
-                                  cfg["seed"], **options)
+        try:
+            ns, stage_steps = split_evenly(cfg["n"], n_tasks), split_evenly(steps, n_tasks)
+        except ValueError as error:
+            raise ConfigError([f"[curriculum] n and steps (blocked, {n_tasks} tasks): {error}"]
+                              ) from None
+        return Curriculum.blocked(env, ns, stage_steps, lr, cfg["seed"], **options)
     return Curriculum.mixed(env, cfg["n"], steps, lr, cfg["p"], cfg["k"], cfg["seed"], **options)
 
 

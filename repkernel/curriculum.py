@@ -122,13 +122,18 @@ class Curriculum:
                           **stage_options),))
 
     @classmethod
-    def blocked(cls, env: MultitaskEnvironment, n_per_task: int, steps_per_task: int, lr: float,
-                seed: int = 0, **stage_options) -> Curriculum:
-        """Task after task: one stage per task of the environment, in task order."""
+    def blocked(cls, env: MultitaskEnvironment, n_per_task: int | Sequence[int],
+                steps_per_task: int | Sequence[int], lr: float, seed: int = 0,
+                **stage_options) -> Curriculum:
+        """Task after task: one stage per task of the environment, in task order. Counts are one
+        per task or a single count for every task (see ``split_evenly``)."""
+        n_tasks = len(env.tasks)
+        ns = _per_task(n_per_task, n_tasks, "n_per_task")
+        steps = _per_task(steps_per_task, n_tasks, "steps_per_task")
         return cls(tuple(
-            Stage(env.sample(n_per_task, {1: 1.0}, seed=seed + i, tasks=[t]), steps_per_task, lr,
-                  name=f"task {t}", **stage_options)
-            for i, t in enumerate(env.tasks)))
+            Stage(env.sample(n, {1: 1.0}, seed=seed + i, tasks=[t]), s, lr, name=f"task {t}",
+                  **stage_options)
+            for i, (t, n, s) in enumerate(zip(env.tasks, ns, steps))))
 
     @classmethod
     def single_then_concurrent(
@@ -156,3 +161,22 @@ class Curriculum:
         probs = {1: 1.0 - p, k: p} if p > 0 else {1: 1.0}
         return cls((Stage(env.sample(n, probs, seed=seed), steps, lr, name=f"mixed p={p}",
                           **stage_options),))
+
+
+def split_evenly(total: int, parts: int) -> list[int]:
+    """``total`` split into ``parts`` counts that differ by at most one and sum to ``total``
+    (the first ``total % parts`` get one more), so a blocked curriculum keeps the total."""
+    if total < parts:
+        raise ValueError(f"cannot split {total} over {parts} tasks with at least one each: "
+                         f"give at least {parts}")
+    base, extra = divmod(int(total), int(parts))
+    return [base + (i < extra) for i in range(parts)]
+
+
+def _per_task(value: int | Sequence[int], n_tasks: int, name: str) -> list[int]:
+    if isinstance(value, (int, np.integer)):
+        return [int(value)] * n_tasks
+    values = [int(v) for v in value]
+    if len(values) != n_tasks:
+        raise ValueError(f"{name} has {len(values)} counts for {n_tasks} tasks: give one per task")
+    return values

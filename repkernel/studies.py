@@ -241,10 +241,13 @@ def run_cell(cell: Cell, progress: Callable[[int], None] | None = None) -> xr.Da
         from repkernel.multitask import evaluate_multitask
 
         options = cell.config["evaluate"]
+        sources = [source for source in ("actual", "forecast") if source in groups]
         scores = [evaluate_multitask(groups[source], setup.environment, k=tuple(options["k"]),
                                      stimuli=options["stimuli"], network=setup.network)
-                  for source in ("actual", "forecast") if source in groups]
-        groups["multitask"] = xr.concat(scores, dim="source", coords="minimal",
+                  for source in sources]
+        groups["multitask"] = xr.concat(scores, dim=xr.DataArray(sources, dims="source",
+                                                                 name="source"),
+                                        coords="minimal",
                                         compat="override", combine_attrs="drop_conflicts")
     attrs = {"study": cell.config["study"]["name"], "cell": cell.name,
              "cell_coords": json.dumps(cell.coords), "version": package_version(),
@@ -349,7 +352,7 @@ def combine(study: Study, out: str | os.PathLike) -> xr.DataTree:
             ds = tree[group].to_dataset()
             datasets.append(ds.expand_dims({d: [cell.coords[d]] for d in dims}))
         groups[f"/{group}"] = (xr.combine_by_coords(
-            datasets, coords="different", compat="no_conflicts", join="outer",
+            datasets, data_vars="all", coords="different", compat="no_conflicts", join="outer",
             combine_attrs="drop_conflicts")
                                if dims else datasets[0])
     attrs = {"study": study.name, "sweep": json.dumps(study.sweep),

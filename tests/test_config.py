@@ -32,8 +32,15 @@ def test_presets_build_their_stages():
     assert [s.steps for s in concurrent.curriculum.stages] == [5, 6]
     assert set(concurrent.curriculum.stages[1].patterns.labels["k"]) == {1, 2, 3}
     blocked = build({"environment": {"input_dims": 2, "output_dims": 2, "features": 2},
-                     "curriculum": {"preset": "blocked", "n": 5, "steps": 2}})
-    assert len(blocked.curriculum.stages) == 4
+                     "curriculum": {"preset": "blocked", "n": 10, "steps": 7}})
+    stages = blocked.curriculum.stages
+    assert len(stages) == 4  # one per task, the totals of an interleaved run kept exactly
+    assert [s.steps for s in stages] == [2, 2, 2, 1]
+    assert [len(s.patterns) for s in stages] == [3, 3, 2, 2]
+    assert [set(s.patterns.labels["task"]) for s in stages] == [{0}, {1}, {2}, {3}]
+    with pytest.raises(ConfigError, match="at least 4"):
+        build({"environment": {"input_dims": 2, "output_dims": 2, "features": 2},
+               "curriculum": {"preset": "blocked", "n": 10, "steps": 3}})
     with pytest.raises(ConfigError, match="2 entries"):
         build({"curriculum": {"preset": "single_then_concurrent", "steps": [1, 2, 3]}})
 
