@@ -61,6 +61,7 @@ def main_options(
 def main() -> None:
     # Command modules register themselves on import.
     from repkernel_cli import (  # noqa: F401
+        compare_command,
         evaluate_command,
         forecast_command,
         info_command,

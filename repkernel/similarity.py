@@ -29,6 +29,8 @@ import scipy.stats
 import torch
 import xarray as xr
 
+from repkernel.results import package_version
+
 Array = np.ndarray | torch.Tensor | xr.DataArray
 
 # Elements of one sign matrix in the Kendall tau-a loop (about 16 MB of float64 each).
@@ -967,5 +969,7 @@ def compare(a: xr.Dataset, b: xr.Dataset,
             out[name] = value.rename(name).assign_attrs(
                 long_name=f"{variable} {LONG_NAMES[suffix]}")
     attrs = {"a": str(a.attrs.get("source", "a")), "b": str(b.attrs.get("source", "b")),
-             "metrics": ", ".join(metrics), "initial": "b at time 0"}
+             "metrics": ", ".join(metrics), "initial": "b at time 0",
+             "version": package_version(),
+             "a_config": a.attrs.get("config", "{}"), "b_config": b.attrs.get("config", "{}")}
     return xr.Dataset(out, attrs=attrs)

@@ -527,3 +527,36 @@ def test_compare_rejects_unknown_metrics_and_missing_step_zero():
         compare(late, result(2).isel(time=[1, 2]))
     out = compare(late, result(2).isel(time=[1, 2]), metrics=("cka",), variables=("hidden",))
     assert list(out.data_vars) == ["hidden_cka_similarity"]
+
+
+def test_cli_compare_writes_netcdf_and_prints_the_last_checkpoint(tmp_path):
+    import subprocess
+    import sys
+
+    from repkernel import results
+
+    forecast_path, actual_path = tmp_path / "forecast.nc", tmp_path / "actual.nc"
+    results.save(result(1, readout=True).assign_attrs(source="forecast"), forecast_path)
+    results.save(result(2).assign_attrs(source="actual"), actual_path)
+    out_path = tmp_path / "comparison.nc"
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "repkernel_cli", "compare", *args],
+                              capture_output=True, text=True, timeout=300)
+
+    done = cli(str(forecast_path), str(actual_path), "--metrics", "rsa,cka",
+               "--out", str(out_path))
+    assert done.returncode == 0, done.stderr
+    assert "at step 20" in done.stdout and "hidden" in done.stdout
+    written = results.load(out_path)
+    expected = compare(result(1, readout=True), result(2), metrics=("rsa", "cka"))
+    np.testing.assert_allclose(written["hidden_rsa"], expected["hidden_rsa"])
+    assert f"{float(expected['output_rsa'].isel(time=-1).mean()):.4f}" in done.stdout
+    assert written.attrs["a"] == "forecast" and written.attrs["version"]
+
+    bad = cli(str(forecast_path), str(actual_path), "--metrics", "nope",
+              "--out", str(tmp_path / "bad.nc"))
+    assert bad.returncode == 1 and "Traceback" not in bad.stderr
+    assert "unknown metric 'nope'" in bad.stderr and not (tmp_path / "bad.nc").exists()
+    missing = cli(str(tmp_path / "none.nc"), str(actual_path))
+    assert missing.returncode == 1 and "no result file" in missing.stderr

@@ -1,0 +1,72 @@
+"""``repkernel compare``: similarity of two results (e.g. forecast vs actual) at every checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from repkernel_cli.app import app, user_errors
+from repkernel_cli.plot_command import load_result
+
+from repkernel import results
+
+DEFAULT_METRICS = "change_alignment,rsa,cka,procrustes"
+
+
+def metric_names(value: str) -> tuple[str, ...]:
+    """``--metrics rsa,cka``: names of ``repkernel.similarity.COMPARISONS``."""
+    names = tuple(dict.fromkeys(part.strip() for part in value.split(",") if part.strip()))
+    if not names:
+        raise ValueError(f"--metrics takes metric names, e.g. --metrics {DEFAULT_METRICS}")
+    return names
+
+
+def summary_rows(comparison) -> list[tuple[str, ...]]:
+    """One row per variable at the last checkpoint, one column per metric; other dims (a
+    forecast's readout, sweep dims) are averaged, NaN ignored."""
+    last = comparison.isel(time=-1) if "time" in comparison.dims else comparison
+    variables = list(dict.fromkeys(name.split("_", 1)[0] for name in last.data_vars))
+    suffixes = list(dict.fromkeys(name.split("_", 1)[1] for name in last.data_vars))
+    rows = [("", *suffixes)]
+    for variable in variables:
+        rows.append((variable, *(f"{float(last[f'{variable}_{s}'].mean()):.4f}"
+                                 if f"{variable}_{s}" in last else "" for s in suffixes)))
+    return rows
+
+
+@app.command()
+@user_errors
+def compare(
+    a: Annotated[Path, typer.Argument(help="Result to assess (netCDF), e.g. a forecast.",
+                                      show_default=False)],
+    b: Annotated[Path, typer.Argument(help="Reference result (netCDF), e.g. the actual "
+                                      "training; changes are measured from its step 0.",
+                                      show_default=False)],
+    out: Annotated[Path, typer.Option("--out", "-o", help="netCDF file to write.")] = Path(
+        "comparison.nc"),
+    metrics: Annotated[str, typer.Option(
+        help="Comma-separated metrics: change_alignment, rsa, cka, cka_debiased, cka_rbf, "
+        "procrustes, angular_shape, cca, svcca.")] = DEFAULT_METRICS,
+) -> None:
+    """Compare the hidden representations and outputs of two results with the same probes and
+    checkpoints at every checkpoint (change alignment, RSA, CKA, Procrustes, ...); write netCDF
+    and print the last checkpoint's values."""
+    from repkernel.similarity import compare as compare_results
+
+    names = metric_names(metrics)
+    first, second = load_result(a), load_result(b)
+    for path, data in ((a, first), (b, second)):
+        if hasattr(data, "children"):
+            raise ValueError(f"{path} is a study result: its compare group already holds the "
+                             "comparison (compute = compare); compare a training or forecast "
+                             "result")
+    comparison = compare_results(first, second, metrics=names)
+    comparison.attrs.update(a_file=str(a), b_file=str(b))
+    results.save(comparison, out)
+    rows = summary_rows(comparison)
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    step = f" at step {int(comparison['time'][-1])}" if "time" in comparison.dims else ""
+    typer.echo(f"wrote {out}: {', '.join(names)} of {a.name} vs {b.name}{step}:")
+    for row in rows:
+        typer.echo("  " + "  ".join(cell.rjust(w) for cell, w in zip(row, widths)).rstrip())
