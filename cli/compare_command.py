@@ -1,4 +1,4 @@
-"""``repkernel compare``: similarity of two results (e.g. forecast vs actual) at every checkpoint."""
+"""``repkernel compare``: similarity of two results (forecast vs actual) at every checkpoint."""
 
 from __future__ import annotations
 
