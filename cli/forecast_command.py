@@ -7,10 +7,22 @@ from typing import Annotated
 
 import typer
 from repkernel_cli.app import app, user_errors
+from repkernel_cli.options import (
+    Checkpoints,
+    ConfigFile,
+    Device,
+    Dtype,
+    Hidden,
+    InitScale,
+    LearningRate,
+    NTrain,
+    Preset,
+    Seed,
+    Steps,
+    build_setup,
+)
 from repkernel_cli.progress import step_progress
-from repkernel_cli.train_command import run_overrides
 
-from repkernel import config as configuration
 from repkernel import forecasting, results
 
 
@@ -19,16 +31,15 @@ from repkernel import forecasting, results
 def forecast(
     out: Annotated[Path, typer.Option("--out", "-o", help="netCDF file to write.")] = Path(
         "forecast.nc"),
-    config: Annotated[Path | None, typer.Option(
-        "--config", "-c", help="TOML run configuration; flags override it.")] = None,
-    init_scale: Annotated[float | None, typer.Option(help="Weight init scale.")] = None,
-    hidden: Annotated[int | None, typer.Option(help="Hidden units (multitask network).")] = None,
-    seed: Annotated[int | None, typer.Option(help="Network seed.")] = None,
-    steps: Annotated[int | None, typer.Option(help="Steps (every stage).")] = None,
-    lr: Annotated[float | None, typer.Option(help="Learning rate (every stage).")] = None,
-    n_train: Annotated[int | None, typer.Option(help="Training patterns per stage.")] = None,
-    preset: Annotated[str | None, typer.Option(help="Curriculum preset.")] = None,
-    checkpoints: Annotated[int | None, typer.Option(help="Number of checkpoints.")] = None,
+    config: ConfigFile = None,
+    init_scale: InitScale = None,
+    hidden: Hidden = None,
+    seed: Seed = None,
+    steps: Steps = None,
+    lr: LearningRate = None,
+    n_train: NTrain = None,
+    preset: Preset = None,
+    checkpoints: Checkpoints = None,
     time: Annotated[str, typer.Option(help="discrete (gradient descent) or continuous "
                                       "(gradient flow).")] = "discrete",
     relinearize: Annotated[int, typer.Option(help="Segments per stage at whose start the "
@@ -36,16 +47,15 @@ def forecast(
     readout: Annotated[list[str] | None, typer.Option(
         help="linear (h_0 + J_h d) and/or network (the network at the forecast weights); "
         "repeat for both (default).")] = None,
-    device: Annotated[str | None, typer.Option(help="torch device, e.g. cpu or cuda.")] = None,
-    dtype: Annotated[str | None, typer.Option(help="float32 or float64.")] = None,
+    device: Device = None,
+    dtype: Dtype = None,
 ) -> None:
     """Forecast hidden(time, readout, item, unit) and outputs from the initial weights and the
     curriculum alone (linearized dynamics), in the trainer's layout, and write netCDF. Time is in
     steps; minibatch/online stages are forecast by their full-batch drift."""
-    raw = configuration.load_toml(config) if config else {}
-    setup = configuration.build(configuration.merge(raw, run_overrides(
-        init_scale=init_scale, hidden=hidden, seed=seed, steps=steps, lr=lr, n=n_train,
-        preset=preset, checkpoints=checkpoints, device=device, dtype=dtype)))
+    setup = build_setup(
+        config, init_scale=init_scale, hidden=hidden, seed=seed, steps=steps, lr=lr, n=n_train,
+        preset=preset, checkpoints=checkpoints, device=device, dtype=dtype)
     with step_progress("forecasting", setup.curriculum.total_steps) as advance:
         result = forecasting.forecast(
             setup.network, setup.curriculum, setup.probes, checkpoints=setup.checkpoints,

@@ -8,9 +8,19 @@ from typing import Annotated
 import typer
 import xarray as xr
 from repkernel_cli.app import app, user_errors
-from repkernel_cli.train_command import run_overrides
+from repkernel_cli.options import (
+    ConfigFile,
+    Device,
+    Dtype,
+    Hidden,
+    InitScale,
+    LearningRate,
+    NTrain,
+    Preset,
+    Seed,
+    build_setup,
+)
 
-from repkernel import config as configuration
 from repkernel import eigen, kernels, results
 
 WHAT = ("eigen", "ntk", "pseudo", "loss-weighted")
@@ -44,8 +54,7 @@ def _eigen_dataset(setup, stage, on: str, n_eigenvectors: int, clusters: int,
 def kernel(
     out: Annotated[Path, typer.Option("--out", "-o", help="netCDF file to write.")] = Path(
         "kernel.nc"),
-    config: Annotated[Path | None, typer.Option(
-        "--config", "-c", help="TOML run configuration; flags override it.")] = None,
+    config: ConfigFile = None,
     what: Annotated[str, typer.Option(
         help="eigen (the published t = 0 eigen-analysis), ntk, pseudo (Pi = J_h J_f^T) or "
         "loss-weighted (-rho J J_f^T g).")] = "eigen",
@@ -61,14 +70,14 @@ def kernel(
         help="k-means groups of the leading eigenvectors (0: none).")] = 12,
     method: Annotated[str, typer.Option(help="auto, structured or generic.")] = "auto",
     max_gb: Annotated[float, typer.Option(help="Refuse dense kernels larger than this.")] = 4.0,
-    init_scale: Annotated[float | None, typer.Option(help="Weight init scale.")] = None,
-    hidden: Annotated[int | None, typer.Option(help="Hidden units (multitask network).")] = None,
-    seed: Annotated[int | None, typer.Option(help="Network seed.")] = None,
-    lr: Annotated[float | None, typer.Option(help="Learning rate (every stage).")] = None,
-    n_train: Annotated[int | None, typer.Option(help="Training patterns per stage.")] = None,
-    preset: Annotated[str | None, typer.Option(help="Curriculum preset.")] = None,
-    device: Annotated[str | None, typer.Option(help="torch device, e.g. cpu or cuda.")] = None,
-    dtype: Annotated[str | None, typer.Option(help="float32 or float64.")] = None,
+    init_scale: InitScale = None,
+    hidden: Hidden = None,
+    seed: Seed = None,
+    lr: LearningRate = None,
+    n_train: NTrain = None,
+    preset: Preset = None,
+    device: Device = None,
+    dtype: Dtype = None,
 ) -> None:
     """Compute a kernel at the initial weights of a configuration (default: the published
     multitask setup) and write it as netCDF: the eigen-analysis (eigenvector(output_unit, rank,
@@ -78,10 +87,9 @@ def kernel(
                                  ("--on", on, ("train", "probes"))):
         if value not in choices:
             raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
-    raw = configuration.load_toml(config) if config else {}
-    setup = configuration.build(configuration.merge(raw, run_overrides(
-        init_scale=init_scale, hidden=hidden, seed=seed, lr=lr, n=n_train, preset=preset,
-        device=device, dtype=dtype)))
+    setup = build_setup(
+        config, init_scale=init_scale, hidden=hidden, seed=seed, lr=lr, n=n_train, preset=preset,
+        device=device, dtype=dtype)
     stages = setup.curriculum.stages
     if not 0 <= stage < len(stages):
         raise ValueError(f"--stage must be in 0..{len(stages) - 1} (the curriculum has "
