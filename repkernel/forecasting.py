@@ -56,7 +56,7 @@ from repkernel.kernels import (
 from repkernel.losses import loss_gradient, pattern_loss
 from repkernel.networks import RepresentationNetwork, placed
 from repkernel.patterns import PatternSet
-from repkernel.results import checkpoint_steps, provenance, representation_dataset
+from repkernel.results import checkpoint_steps, finish_run, representation_dataset
 
 READOUTS = ("linear", "network")
 TIMES = ("discrete", "continuous")
@@ -430,23 +430,13 @@ def _dataset(net, curriculum, probes, steps, records, readouts, time, relineariz
             loss[rows, r] = pattern_loss(stage_output, y_stage, stage.loss) @ share
     ds = representation_dataset(hidden, output, steps, probes, leading_dims=("time", "readout"),
                                 leading_coords={"readout": ("readout", list(readouts))})
-    ds = ds.assign_coords(stage=("time", curriculum.stage_of(steps)))
-
     ds["loss"] = (("time", "readout"), loss.cpu().numpy())
     ds["probe_loss"] = (("time", "readout"), probe_loss.cpu().numpy())
-    if record_weights:
-        all_weights = torch.cat([weights.T for _, weights, _, _ in records])
-        ds["weights"] = (("time", "parameter"), all_weights.cpu().numpy())
-        ds = ds.assign_coords(parameter=("parameter", np.arange(net.n_parameters)),
-                              parameter_group=("parameter", net.parameter_groups()))
-    config = {
-        "network": net.config, "trainable": net.trainable_names(),
-        "curriculum": curriculum.config(), "probes": probes.summary(),
-        "checkpoints": steps.tolist(), "record_weights": record_weights,
-        "forecast": {"time": time, "readout": list(readouts), "relinearize": relinearize},
-    }
-    ds.attrs.update(provenance(config, theta0.device, theta0.dtype, "forecast"))
-    return ds
+    all_weights = (torch.cat([weights.T for _, weights, _, _ in records]) if record_weights
+                   else None)
+    return finish_run(ds, net, curriculum, probes, steps, all_weights, "forecast", theta0.device,
+                      theta0.dtype, forecast={"time": time, "readout": list(readouts),
+                                              "relinearize": relinearize})
 
 
 def modes(network: RepresentationNetwork, stage: Stage, probes: PatternSet,

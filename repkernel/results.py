@@ -104,6 +104,28 @@ def representation_dataset(
     )
 
 
+def finish_run(ds: xr.Dataset, network, curriculum, probes: PatternSet, steps: np.ndarray,
+               weights: torch.Tensor | None, source: str, device: torch.device | str,
+               dtype: torch.dtype, **extra_config: Any) -> xr.Dataset:
+    """What every run result gets once its representations are in: the ``stage`` of each
+    checkpoint, ``weights(time, parameter)`` with ``parameter_group`` (when given, a (T, P)
+    tensor), and provenance whose config names network, trainable groups, curriculum, probes,
+    checkpoints and ``extra_config`` (e.g. the forecast's options)."""
+    ds = ds.assign_coords(stage=("time", curriculum.stage_of(steps)))
+    if weights is not None:
+        ds["weights"] = (("time", "parameter"), weights.detach().cpu().numpy())
+        ds = ds.assign_coords(parameter=("parameter", np.arange(network.n_parameters)),
+                              parameter_group=("parameter", network.parameter_groups()))
+    config = {
+        "network": network.config, "trainable": network.trainable_names(),
+        "curriculum": curriculum.config(), "probes": probes.summary(),
+        "checkpoints": np.asarray(steps).tolist(), "record_weights": weights is not None,
+        **extra_config,
+    }
+    ds.attrs.update(provenance(config, device, dtype, source))
+    return ds
+
+
 def provenance(config: dict[str, Any], device: torch.device | str, dtype: torch.dtype,
                source: str) -> dict[str, str]:
     """Attributes that trace a result to its run: configuration JSON, version, device, dtype."""

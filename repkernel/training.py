@@ -13,7 +13,7 @@ from repkernel.curriculum import Curriculum, Stage
 from repkernel.losses import batch_loss, pattern_loss
 from repkernel.networks import RepresentationNetwork, placed
 from repkernel.patterns import PatternSet
-from repkernel.results import checkpoint_steps, provenance, representation_dataset
+from repkernel.results import checkpoint_steps, finish_run, representation_dataset
 
 
 class DivergenceError(RuntimeError):
@@ -113,23 +113,12 @@ def train(
                 progress(global_step)
         check_finite(index, stage, last_check, global_step)
 
-    stage_index = curriculum.stage_of(steps)
     ds = representation_dataset(
         [torch.stack([rec[layer] for rec in hidden_rec]) for layer in range(len(hidden_rec[0]))],
         torch.stack(output_rec), steps, probes)
-    ds = ds.assign_coords(stage=("time", stage_index))
     ds["loss"] = ("time", torch.stack(loss_rec).cpu().numpy())
     ds["probe_loss"] = ("time", torch.stack(probe_loss_rec).cpu().numpy())
     ds["batch_loss"] = ("step", batch_losses.cpu().numpy())
     ds = ds.assign_coords(step=("step", np.arange(curriculum.total_steps)))
-    if record_weights:
-        ds["weights"] = (("time", "parameter"), torch.stack(weight_rec).cpu().numpy())
-        ds = ds.assign_coords(parameter=("parameter", np.arange(net.n_parameters)),
-                              parameter_group=("parameter", net.parameter_groups()))
-    config = {
-        "network": net.config, "trainable": net.trainable_names(),
-        "curriculum": curriculum.config(), "probes": probes.summary(),
-        "checkpoints": steps.tolist(), "record_weights": record_weights,
-    }
-    ds.attrs.update(provenance(config, device, dtype, "actual"))
-    return ds
+    return finish_run(ds, net, curriculum, probes, steps,
+                      torch.stack(weight_rec) if record_weights else None, "actual", device, dtype)
