@@ -23,7 +23,7 @@ import logging
 import math
 import os
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
@@ -555,6 +555,27 @@ def _matrix_heatmaps(named: list[tuple[str, xr.DataArray]], steps: list[int] | N
     return fig
 
 
+def _matrices(data, variable: str, what: str, times, from_hidden: Callable,
+              given: Callable | None = None) -> tuple[list, list | None]:
+    """(name, matrix) panels of a heatmap figure at the chosen checkpoints: a DataArray or a
+    result's stored ``variable`` as they are (through ``given``), else computed from the
+    result's hidden representations by ``from_hidden``."""
+    if isinstance(data, xr.DataArray):
+        named, compute = [(str(data.attrs.get("source", "")), data)], given
+    elif _has(data, variable):
+        named = [(n, ds[variable]) for n, ds in _named(data) if variable in ds.data_vars]
+        compute = given
+    else:
+        named = [(n, ds["hidden"]) for n, ds in
+                 _representations(data, "hidden", f"a {what} figure")]
+        compute = from_hidden
+    named, steps = _at_times(named, times, f"the {what} figure",
+                             ("item", "unit") if compute is from_hidden else None)
+    if compute is not None:
+        named = [(n, compute(da)) for n, da in named]
+    return named, steps
+
+
 @_styled
 def rsm_heatmaps(data: Data, times: Sequence[int] | None = None, group_by: str | None = "auto",
                  vmin: float | None = None, vmax: float | None = None) -> Figure:
@@ -566,19 +587,7 @@ def rsm_heatmaps(data: Data, times: Sequence[int] | None = None, group_by: str |
     are ordered by task set and stimulus and labelled by ``group_by`` (a coordinate on item;
     "auto": task, else task set, else k). Colour scale: diverging around 0, shared by panels.
     """
-    if isinstance(data, xr.DataArray):
-        named, compute = [(str(data.attrs.get("source", "")), data)], None
-    elif _has(data, "rsm"):
-        named = [(n, ds["rsm"]) for n, ds in _named(data) if "rsm" in ds.data_vars]
-        compute = None
-    else:
-        named = [(n, ds["hidden"]) for n, ds in
-                 _representations(data, "hidden", "an RSM figure")]
-        compute = _rsm
-    named, steps = _at_times(named, times, "the RSM figure",
-                             ("item", "unit") if compute is not None else None)
-    if compute is not None:
-        named = [(n, compute(da)) for n, da in named]
+    named, steps = _matrices(data, "rsm", "RSM", times, from_hidden=_rsm)
 
     def axes_of(da):
         axis = _item_axis(da, da.dims[-2], group_by)
@@ -640,20 +649,8 @@ def task_similarity_heatmaps(data: Data, times: Sequence[int] | None = None,
     (…, task, task_b) matrix, or several of either (as in rsm_heatmaps). Tasks are labelled
     "index (input→output dim)". Diverging colour scale around 0, shared by all panels.
     """
-    if isinstance(data, xr.DataArray):
-        named = [(str(data.attrs.get("source", "")), data)]
-        compute = _task_matrix
-    elif _has(data, "task_similarity"):
-        named = [(n, ds["task_similarity"]) for n, ds in _named(data)
-                 if "task_similarity" in ds.data_vars]
-        compute = _task_matrix
-    else:
-        named = [(n, ds["hidden"]) for n, ds in
-                 _representations(data, "hidden", "a task-similarity figure")]
-        compute = _task_similarity
-    named, steps = _at_times(named, times, "the task-similarity figure",
-                             ("item", "unit") if compute is _task_similarity else None)
-    named = [(n, compute(da)) for n, da in named]
+    named, steps = _matrices(data, "task_similarity", "task-similarity", times,
+                             from_hidden=_task_similarity, given=_task_matrix)
 
     def axes_of(da):
         axis = _value_axis(da, "task")  # square: task_b runs over the same tasks
