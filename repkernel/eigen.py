@@ -18,10 +18,9 @@ from typing import NamedTuple
 
 import numpy as np
 import xarray as xr
-from sklearn.cluster import KMeans
-from sklearn.metrics import adjusted_rand_score, silhouette_score
 
 from repkernel.patterns import PatternSet
+from repkernel.similarity import adjusted_rand_index, kmeans_groups, silhouette
 
 
 def _magnitude(eigen: xr.DataArray) -> xr.DataArray:
@@ -102,7 +101,7 @@ class KernelGroups(NamedTuple):
 
 def kernel_groups(eigen: xr.DataArray, n_clusters: int = 12, n_eigenvectors: int = 1,
                   seed: int = 0) -> KernelGroups:
-    """k-means (sklearn, 10 restarts) on each item's |components| in the leading
+    """k-means (repkernel.similarity.kmeans_groups, 10 restarts) on each item's |components| in the leading
     ``n_eigenvectors`` of every output unit (features: output_unit x rank), and its silhouette."""
     da = _magnitude(eigen)
     if "rank" in da.dims:
@@ -119,8 +118,8 @@ def kernel_groups(eigen: xr.DataArray, n_clusters: int = 12, n_eigenvectors: int
     if distinct < n_clusters:
         raise ValueError(f"only {distinct} distinct items for {n_clusters} clusters: lower "
                          f"n_clusters to at most {distinct}")
-    labels = KMeans(n_clusters=int(n_clusters), n_init=10, random_state=seed).fit_predict(features)
-    score = float(silhouette_score(features, labels)) if len(np.unique(labels)) > 1 else 0.0
+    labels = kmeans_groups(features, int(n_clusters), seed=seed)
+    score = float(silhouette(features, labels)) if len(np.unique(labels)) > 1 else 0.0
     coords = {c: da[c] for c in da.coords if da[c].dims == ("item",)}
     return KernelGroups(xr.DataArray(labels, dims="item", coords=coords, name="kernel_group",
                                      attrs={"silhouette": score, "n_clusters": int(n_clusters)}),
@@ -140,5 +139,4 @@ def group_agreement(kernel_labels: xr.DataArray | np.ndarray, hidden: xr.DataArr
                          f"items: use the same probes")
     k = int(n_clusters or len(np.unique(labels)))
     values = hidden.transpose("item", "unit").values
-    hidden_labels = KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(values)
-    return float(adjusted_rand_score(labels, hidden_labels))
+    return float(adjusted_rand_index(labels, kmeans_groups(values, k, seed=seed)))
