@@ -101,8 +101,9 @@ class KernelGroups(NamedTuple):
 
 def kernel_groups(eigen: xr.DataArray, n_clusters: int = 12, n_eigenvectors: int = 1,
                   seed: int = 0) -> KernelGroups:
-    """k-means (repkernel.similarity.kmeans_groups, 10 restarts) on each item's |components| in the leading
-    ``n_eigenvectors`` of every output unit (features: output_unit x rank), and its silhouette."""
+    """k-means (repkernel.similarity.kmeans_groups, 10 restarts) on each item's |components| in
+    the leading ``n_eigenvectors`` of every output unit (features: output_unit x rank), and its
+    silhouette."""
     da = _magnitude(eigen)
     if "rank" in da.dims:
         if not 1 <= n_eigenvectors <= da.sizes["rank"]:
