@@ -42,23 +42,6 @@ from repkernel.kernels import ntk_matrix
 PROGRESS_LEVELS = (0.1, 0.25, 0.5, 0.9)
 
 
-def change_alignment(forecast: np.ndarray, actual: np.ndarray, initial: np.ndarray):
-    """Pearson r, cosine and relative error of dh_f vs dh_a per checkpoint; inputs
-    (time, item, unit) and (item, unit). NaN where the actual change is zero (t = 0)."""
-    df = (forecast - initial).reshape(len(forecast), -1)
-    da = (actual - initial).reshape(len(actual), -1)
-    pearson, cosine, relative = (np.full(len(df), np.nan) for _ in range(3))
-    for t, (f, a) in enumerate(zip(df, da)):
-        norm_a, norm_f = np.linalg.norm(a), np.linalg.norm(f)
-        if norm_a == 0 or norm_f == 0:
-            continue
-        fc, ac = f - f.mean(), a - a.mean()
-        pearson[t] = fc @ ac / (np.linalg.norm(fc) * np.linalg.norm(ac))
-        cosine[t] = f @ a / (norm_f * norm_a)
-        relative[t] = np.linalg.norm(f - a) / norm_a
-    return pearson, cosine, relative
-
-
 def at_progress(values: np.ndarray, progress: np.ndarray, level: float) -> float:
     """Value at the first checkpoint whose progress reaches ``level``."""
     reached = np.nonzero(progress >= level)[0]
@@ -104,10 +87,10 @@ def run(args) -> xr.Dataset:
             seconds[i, j + 1] = time.perf_counter() - start
             for k, readout in enumerate(("linear", "network")):
                 h_fc = fc.hidden.sel(readout=readout).values
-                pearson, cosine, relative = change_alignment(h_fc, h_actual, h0)
-                out["alignment"][i, j, k] = pearson
-                out["cosine"][i, j, k] = cosine
-                out["relative_error"][i, j, k] = relative
+                alignment = rk.change_alignment(h_fc, h_actual, h0)  # NaN/inf at t = 0
+                out["alignment"][i, j, k] = alignment["correlation"]
+                out["cosine"][i, j, k] = alignment["cosine"]
+                out["relative_error"][i, j, k] = alignment["relative_error"]
                 out["forecast_loss"][i, j, k] = fc.loss.sel(readout=readout).values
                 out["forecast_change"][i, j, k] = np.linalg.norm(
                     (h_fc - h0).reshape(n_t, -1), axis=1)

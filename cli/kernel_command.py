@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-import xarray as xr
 from repkernel_cli.app import app, user_errors
 from repkernel_cli.options import (
     ConfigFile,
@@ -32,21 +31,6 @@ def _dense_gigabytes(what: str, target: str, n_probes: int, n_train: int, networ
         else sum(network.hidden_sizes)
     columns = n_train * (n_out if what in ("ntk", "pseudo") else 1)
     return n_probes * rows * columns * 8 / 1e9
-
-
-def _eigen_dataset(setup, stage, on: str, n_eigenvectors: int, clusters: int,
-                   method: str) -> xr.Dataset:
-    probes = stage.patterns if on == "train" else setup.probes
-    vectors = kernels.kernel_eigenvectors(setup.network, probes, stage, n_eigenvectors,
-                                          method=method, device=setup.device, dtype=setup.dtype)
-    ds = vectors.to_dataset()  # the plot groups raw components by task itself
-    ds["by_input_feature"] = eigen.components_by_input_feature(vectors, probes, by=None)
-    if clusters:
-        groups = eigen.kernel_groups(vectors, n_clusters=clusters)
-        ds["kernel_group"] = groups.labels.drop_vars(
-            [c for c in groups.labels.coords if c != "item"])
-        ds.attrs["silhouette"] = groups.silhouette
-    return ds
 
 
 @app.command()
@@ -97,7 +81,8 @@ def kernel(
     chosen, net, probes = stages[stage], setup.network, setup.probes
     options = dict(method=method, device=setup.device, dtype=setup.dtype)
     if what == "eigen":
-        ds = _eigen_dataset(setup, chosen, on, n_eigenvectors, clusters, method)
+        ds = eigen.eigen_analysis(net, chosen.patterns if on == "train" else probes, chosen,
+                                  n_eigenvectors, clusters, **options)
     else:
         size = _dense_gigabytes(what, target, len(probes), len(chosen.patterns), net,
                                 chosen.patterns.n_outputs)

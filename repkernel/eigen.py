@@ -141,3 +141,26 @@ def group_agreement(kernel_labels: xr.DataArray | np.ndarray, hidden: xr.DataArr
     k = int(n_clusters or len(np.unique(labels)))
     values = hidden.transpose("item", "unit").values
     return float(adjusted_rand_index(labels, kmeans_groups(values, k, seed=seed)))
+
+
+def eigen_analysis(network, probes: PatternSet, stage, n_eigenvectors: int = 3,
+                   clusters: int = 12, method: str = "auto", device=None,
+                   dtype=None) -> xr.Dataset:
+    """The published t = 0 eigen-analysis as one Dataset: ``eigenvector`` (output_unit, rank,
+    item) of repkernel.kernels.kernel_eigenvectors (``stage``'s patterns as the training side),
+    ``by_input_feature`` (output_unit, rank, input_feature) mean |component| per input feature,
+    and with ``clusters`` > 0 the k-means ``kernel_group`` (item,) of the leading eigenvectors,
+    its silhouette in the attributes."""
+    from repkernel.kernels import kernel_eigenvectors
+
+    vectors = kernel_eigenvectors(network, probes, stage, n_eigenvectors, method=method,
+                                  device=device, dtype=dtype)
+    ds = vectors.to_dataset()  # the plots group raw components by task themselves
+    ds["by_input_feature"] = components_by_input_feature(vectors, probes, by=None)
+    if clusters:
+        groups = kernel_groups(vectors, n_clusters=clusters)
+        ds["kernel_group"] = groups.labels.drop_vars(
+            [c for c in groups.labels.coords if c != "item"])
+        ds.attrs["silhouette"] = groups.silhouette
+    return ds
+

@@ -741,8 +741,8 @@ def _arrays(data: xr.Dataset | xr.DataArray, what: str, min_dims: int = 2
     if not isinstance(data, xr.Dataset):
         raise TypeError(f"{what} takes an xarray DataArray or Dataset, got "
                         f"{type(data).__name__}")
-    arrays = [(str(n), v) for n, v in data.data_vars.items()
-              if v.ndim >= min_dims and v.dtype.kind in "iuf"]
+    arrays = [(str(n), v) for n, v in data.data_vars.items()  # integers are labels (groups)
+              if v.ndim >= min_dims and v.dtype.kind == "f"]
     if not arrays:
         raise ValueError(f"{what}: no variable with at least {min_dims} dims in "
                          f"{sorted(map(str, data.data_vars))}")

@@ -9,8 +9,10 @@ A study file holds the run sections of repkernel.config ([environment], [network
               "network.init_scale" = [0.1, 1.0], "network.seed" = [0, 1, 2]
   [forecast]  time, relinearize, readout (arguments of repkernel.forecast)
   [evaluate]  k, stimuli (arguments of repkernel.evaluate_multitask)
-  [kernel]    n_eigenvectors
-  [plots]     kinds (figures the runner renders from the combined result), times
+  [kernel]    n_eigenvectors, clusters (k-means groups of the leading eigenvectors, 0: none)
+  [plots]     kinds (figures the runner renders from the combined result), times,
+              heatmaps_at (sweep values the heatmap kinds show, e.g. { seed = 0 }: one seed's
+              matrices; the curve kinds average over every seed)
   [smoke]     "section.key" = value overrides for a reduced size (``smoke=True``), including
               "sweep.<section.key>" to shrink the grid
 
@@ -47,6 +49,7 @@ from repkernel.results import package_version
 
 COMPUTE = ("kernel", "train", "forecast", "compare", "evaluate")
 PLOT_KINDS = ("loss", "rsm", "task-similarity", "fidelity", "multitask", "kernel-eigenvectors")
+HEATMAP_KINDS = ("rsm", "task-similarity", "kernel-eigenvectors")
 
 
 def _list_of(choices):
@@ -77,12 +80,17 @@ STUDY_SCHEMA: dict[str, Spec] = {
     },
     "kernel": {
         "n_eigenvectors": (3, _positive_int, "a positive integer"),
+        "clusters": (12, lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
+                     "a count of k-means groups (0: none)"),
     },
     "plots": {
         "kinds": (["loss", "fidelity", "task-similarity", "multitask"], _list_of(PLOT_KINDS),
                   f"a list drawn from {list(PLOT_KINDS)}"),
         "times": ([], lambda v: isinstance(v, list) and all(map(_non_negative_int, v)),
                   "a list of steps (empty: first, middle and last checkpoint)"),
+        "heatmaps_at": ({}, lambda v: isinstance(v, dict) and all(
+            isinstance(x, (int, float, str)) and not isinstance(x, bool) for x in v.values()),
+                        "a table of sweep dim = value, e.g. { seed = 0 }"),
     },
 }
 FULL_SCHEMA = {**SCHEMA, **STUDY_SCHEMA}
@@ -216,13 +224,13 @@ def run_cell(cell: Cell, progress: Callable[[int], None] | None = None) -> xr.Da
     run = dict(checkpoints=setup.checkpoints, device=setup.device, dtype=setup.dtype)
     groups: dict[str, xr.Dataset] = {}
     if "kernel" in compute:
-        from repkernel.kernels import kernel_eigenvectors
+        from repkernel.eigen import eigen_analysis
 
         first = setup.curriculum.stages[0]  # published: the square train x train M_o of phase 1
-        groups["kernel"] = kernel_eigenvectors(
-            setup.network, first.patterns, first,
-            n_eigenvectors=cell.config["kernel"]["n_eigenvectors"], device=setup.device,
-            dtype=setup.dtype).to_dataset()
+        options = cell.config["kernel"]
+        groups["kernel"] = eigen_analysis(
+            setup.network, first.patterns, first, options["n_eigenvectors"],
+            options["clusters"], device=setup.device, dtype=setup.dtype)
     if "train" in compute or "evaluate" in compute or "compare" in compute:
         groups["actual"] = training.train(setup.network, setup.curriculum, setup.probes,
                                           progress=progress, **run)
@@ -373,8 +381,9 @@ def render_figures(study: Study, combined: xr.DataTree, folder: str | os.PathLik
     times = study.config["plots"]["times"] or None
     paths = []
     for kind in study.config["plots"]["kinds"]:
+        select = study.config["plots"]["heatmaps_at"] if kind in HEATMAP_KINDS else None
         with plot.paper_style():
-            figure = plot.render(kind, combined, times=times)
+            figure = plot.render(kind, combined, times=times, select=select)
         try:
             paths += [plot.save_figure(figure, folder / f"{kind}.{suffix}") for suffix in formats]
         finally:

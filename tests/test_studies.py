@@ -33,12 +33,13 @@ def test_sweep_cells_are_the_cartesian_grid():
 
 def test_study_problems_reported_at_once_with_location():
     raw = {**TINY, "sweep": {"network.init_scal": [1.0], "network.hidden": [10, -3]},
-           "study": {"name": "x", "compute": ["train", "dance"]}, "plots": {"colour": 1}}
+           "study": {"name": "x", "compute": ["train", "dance"]},
+           "plots": {"colour": 1, "heatmaps_at": {"seed": [0, 1]}}}
     with pytest.raises(ConfigError) as info:
         studies.load_study(raw)
     text = str(info.value)
     for where in ("[sweep].network.init_scal", "[sweep].network.hidden[1]", "[study].compute",
-                  "[plots].colour"):
+                  "[plots].colour", "[plots].heatmaps_at"):
         assert where in text
 
 
