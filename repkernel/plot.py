@@ -1068,11 +1068,13 @@ GROUP_DIMS = ("k", "congruent", "congruency")
 
 @_styled
 def multitask_scores(data: xr.Dataset | Data, score: str | None = None, x: str | None = None,
-                     at_step: int | None = None, col: str | None = "auto") -> Figure:
+                     at_step: int | Sequence[int] | None = None, col: str | None = "auto"
+                     ) -> Figure:
     """Multitask scores (repkernel.multitask.evaluate_multitask) against a sweep dim.
 
     ``score``: the variable (default: the first whose name mentions luce, p_correct or
-    accuracy). The last checkpoint is used unless ``at_step`` names one. x: ``x`` (default the
+    accuracy). The last checkpoint is used unless ``at_step`` names one or several (one set of
+    panels each, e.g. the ends of a curriculum's phases). x: ``x`` (default the
     first sweep dim such as init_scale, else k); colour: k and congruency (dims or item
     coordinates); columns: source (forecast | actual, with readout) when present, one shared y
     scale; seeds and items are averaged (+-1 sd band over seeds).
@@ -1086,19 +1088,27 @@ def multitask_scores(data: xr.Dataset | Data, score: str | None = None, x: str |
                          "a multitask figure needs scores from repkernel.multitask."
                          f"evaluate_multitask; this data has {sorted(map(str, ds.data_vars))}")
     da = ds[name]
+    chosen: list = [None]
     if "time" in da.dims:
         steps = da["time"].values.tolist()
-        if at_step is not None and at_step not in steps:
-            raise ValueError(f"step {at_step} is not a checkpoint; choose from "
-                             f"{_steps_summary(steps)}")
-        da = da.sel(time=steps[-1] if at_step is None else at_step)
-    if "source" in da.dims:  # per source, so an actual copied along readout is shown once
-        parts = [(str(v), _drop_empty(da.sel(source=v).to_dataset(name=name)))
-                 for v in da["source"].values]
-        frame = pd.concat([_frame(part[name]).assign(source=v) for v, part in parts
-                           if name in part], ignore_index=True)
-    else:
-        frame = _frame(da.rename(name))
+        chosen = [steps[-1]] if at_step is None else list(np.atleast_1d(at_step))
+        for step in chosen:
+            if step not in steps:
+                raise ValueError(f"step {step} is not a checkpoint; choose from "
+                                 f"{_steps_summary(steps)}")
+    frames = []
+    for step in chosen:
+        at = da if step is None else da.sel(time=step)
+        if "source" in at.dims:  # per source, so an actual copied along readout is shown once
+            parts = [(str(v), _drop_empty(at.sel(source=v).to_dataset(name=name)))
+                     for v in at["source"].values]
+            frame = pd.concat([_frame(part[name]).assign(source=v) for v, part in parts
+                               if name in part], ignore_index=True)
+        else:
+            frame = _frame(at.rename(name))
+        frames.append(frame.drop(columns=["time"], errors="ignore").assign(step=step))
+    frame = pd.concat(frames, ignore_index=True)
+    da = da if chosen == [None] else da.sel(time=chosen[-1])
     group = [g for g in GROUP_DIMS if g in frame.columns]
     sweep = [str(d) for d in da.dims if d not in (*GROUP_DIMS, *REPLICATE_DIMS, "source",
                                                    "readout", "time")
@@ -1112,14 +1122,17 @@ def multitask_scores(data: xr.Dataset | Data, score: str | None = None, x: str |
     panel_dims = [d for d in ("source", "readout") if d in frame.columns] if col == "auto" else (
         [col] if col else [])
     frame["panel"] = _series_label(frame, panel_dims) if panel_dims else ""
-    panels = list(dict.fromkeys(frame["panel"]))
-    fig, axes = _figure(1, len(panels), LINE_PANEL, extra_width=1.6, sharey=True)
+    columns = list(dict.fromkeys(frame["panel"]))
+    fig, axes = _figure(len(chosen), len(columns), LINE_PANEL, extra_width=1.6, sharey=True)
+    panels = [(i, j, step, column) for i, step in enumerate(chosen)
+              for j, column in enumerate(columns)]
     numeric_x = frame[x].dtype.kind in "iuf" and x not in GROUP_DIMS
     replicate = any(d in frame.columns and frame[d].nunique() > 1 for d in REPLICATE_DIMS)
     hue = "condition" if frame["condition"].nunique() > 1 else None
-    for j, panel in enumerate(panels):
-        ax = axes[0, j]
-        sub = frame[frame["panel"] == panel]
+    for i, j, step, panel in panels:
+        ax = axes[i, j]
+        sub = frame[(frame["panel"] == panel) & (frame["step"] == step if step is not None
+                                                  else True)]
         if numeric_x:
             sns.lineplot(data=sub, x=x, y=name, hue=hue, marker="o", ax=ax, legend="full",
                          errorbar="sd" if replicate else None,
@@ -1132,12 +1145,12 @@ def multitask_scores(data: xr.Dataset | Data, score: str | None = None, x: str |
             sns.pointplot(data=sub, x=x, y=name, hue=hue, ax=ax, errorbar="sd" if replicate
                           else None, dodge=0.3 if hue else False, linestyles="none",
                           hue_order=list(dict.fromkeys(frame["condition"])) if hue else None)
-        ax.set_title(panel)
+        ax.set_title(panel if len(chosen) == 1 else f"{panel}, step {_fmt(step)}".lstrip(", "))
         ax.set_xlabel(x.replace("_", " "))
         ax.set_ylabel(_pretty(ds[name], name) if j == 0 else "")
         legend = ax.get_legend()
         if legend is not None:
-            if j == len(panels) - 1:
+            if (i, j) == (0, len(columns) - 1):
                 sns.move_legend(ax, "upper left", bbox_to_anchor=(1.02, 1), frameon=False,
                                 title="task set")
             else:
@@ -1218,7 +1231,7 @@ def render(kind: str, data: Data, times: Sequence[int] | None = None,
     if kind == "fidelity":
         return fidelity_curves(parts)
     if kind == "multitask":
-        return multitask_scores(parts)
+        return multitask_scores(parts, at_step=times)
     if kind == "kernel-eigenvectors":
         return kernel_eigenvector_heatmaps(
             _kernel_part(parts, "eigenvector components by task and input",

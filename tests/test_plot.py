@@ -272,6 +272,11 @@ def test_multitask_scores_against_init_scale():
     assert panels(fig)[0].get_xlabel() == "k"
     with pytest.raises(ValueError, match="step 7 is not a checkpoint"):
         plot.multitask_scores(ds, at_step=7)
+    rows = panels(plot.multitask_scores(ds, at_step=[0, 100]))  # a row of panels per step
+    assert [ax.get_title() for ax in rows] == ["actual, step 0", "forecast, step 0",
+                                               "actual, step 100", "forecast, step 100"]
+    line = rows[2].get_lines()[0]  # actual at step 100, single task, over init scales
+    np.testing.assert_allclose(line.get_ydata(), values[0, :, 1, 0, 0])
 
 
 def test_loss_curves_forecast_and_actual(results):
