@@ -65,6 +65,7 @@ MAGNITUDE_CMAP = "viridis"  # sequential: magnitudes such as |eigenvector compon
 PANEL = (2.5, 2.3)  # inches per heatmap panel (width, height)
 LINE_PANEL = (3.2, 2.4)  # inches per line-plot panel
 MAX_PANELS = 48
+MAX_COLUMNS = 9  # heatmap columns before a sweep is laid out as blocks of rows
 RASTER_CELLS = 4096  # heatmaps with more cells are rasterized inside vector files (file size)
 MAX_TICKS = 30  # more items than this on an axis: label groups (tasks), not items
 MAX_LABELS = 14  # evenly spaced tick labels that fit along one heatmap axis at 8 pt
@@ -523,32 +524,50 @@ def _at_times(named: list[tuple[str, xr.DataArray]], times: Sequence[int] | None
 def _matrix_heatmaps(named: list[tuple[str, xr.DataArray]], steps: list[int] | None,
                      axes_of, cmap: str, cbar_label: str, what: str, square: bool,
                      limits: tuple[float | None, float | None]) -> Figure:
-    """Columns: sources x extra dims (forecast | actual); rows: checkpoints. One colour scale."""
+    """Columns: sources x extra dims (forecast | actual); rows: checkpoints (a block of rows per
+    sweep value when the columns would be too many). One colour scale."""
     keyed = []
     for source, da in named:
         keep = [d for d in da.dims if d in ("time",)] + list(da.dims[-2:])
         for coords, sub in _panels(da, keep):
             sweep = tuple((d, v) for d, v in coords.items() if d != "readout")
             keyed.append((sweep, _panel_name(source, coords), sub))
-    # forecast and actual of the same sweep value next to each other
-    columns = [(name, sub) for _, name, sub in sorted(keyed, key=lambda column: column[0])]
-    n_rows = len(steps) if steps is not None else 1
-    _check_panels(len(columns) * n_rows, what)
-    cells = [sub.sel(time=t).values if "time" in sub.dims else sub.values
-             for _, sub in columns for t in (steps or [None])]
+    # forecast and actual of the same sweep value next to each other; when that makes more
+    # than MAX_COLUMNS columns, each sweep value gets its own block of rows instead
+    keyed.sort(key=lambda column: column[0])
+    blocks: dict = {}
+    for sweep, name, sub in keyed:
+        blocks.setdefault(sweep, []).append((name, sub))
+    if len(keyed) <= MAX_COLUMNS or len(blocks) == 1:
+        blocks = {(): [(name, sub) for _, name, sub in keyed]}
+    times_ = steps or [None]
+    width = max(len(b) for b in blocks.values())
+    per_row = max(1, MAX_COLUMNS // width) if len(blocks) > 1 else 1
+    n_rows = math.ceil(len(blocks) / per_row) * len(times_)
+    n_cols = min(len(blocks), per_row) * width
+    _check_panels(len(keyed) * len(times_), what)
+    placed = [((b // per_row) * len(times_) + i, (b % per_row) * width + j, name, sub, t)
+              for b, block in enumerate(blocks.values()) for j, (name, sub) in enumerate(block)
+              for i, t in enumerate(times_)]
+    cells = [sub.sel(time=t).values if t is not None and "time" in sub.dims else sub.values
+             for *_, sub, t in placed]
     lims = _limits(cells, symmetric=cmap == CORRELATION_CMAP, vmin=limits[0], vmax=limits[1])
-    fig, axes = _figure(n_rows, len(columns), PANEL)
+    fig, axes = _figure(n_rows, n_cols, PANEL)
+    filled = {(i, j) for i, j, *_ in placed}
+    for i in range(n_rows):
+        for j in range(n_cols):
+            if (i, j) not in filled:
+                axes[i, j].set_visible(False)
     mesh = None
-    for j, (name, sub) in enumerate(columns):
+    for i, j, name, sub, t in placed:
         rows_axis, cols_axis = axes_of(sub)
-        for i, t in enumerate(steps or [None]):
-            panel = sub.sel(time=t) if t is not None and "time" in sub.dims else sub
-            mesh = _heatmap(axes[i, j], panel.values, rows_axis, cols_axis, cmap, lims,
-                            show_y=j == 0, show_x=i == n_rows - 1, square=square,
-                            axis_labels=axes.size == 1)
-            title = "\n".join(x for x in (name, "" if t is None else f"step {t}") if x)
-            axes[i, j].set_title(title)
-        if j == 0 and axes.size > 1:  # one label per figure axis: the panels share items
+        panel = sub.sel(time=t) if t is not None and "time" in sub.dims else sub
+        mesh = _heatmap(axes[i, j], panel.values, rows_axis, cols_axis, cmap, lims,
+                        show_y=j % width == 0, show_x=(i + 1, j) not in filled,
+                        square=square,
+                        axis_labels=axes.size == 1)
+        axes[i, j].set_title("\n".join(x for x in (name, "" if t is None else f"step {t}") if x))
+        if (i, j) == (0, 0) and axes.size > 1:  # one label per figure axis: panels share items
             fig.supylabel(rows_axis.label, fontsize=STYLE["axes.labelsize"])
             fig.supxlabel(cols_axis.label, fontsize=STYLE["axes.labelsize"])
     _colorbar(fig, mesh, axes, cbar_label)
