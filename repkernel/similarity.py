@@ -35,9 +35,9 @@ Array = np.ndarray | torch.Tensor | xr.DataArray
 
 # Elements of one sign matrix in the Kendall tau-a loop (about 16 MB of float64 each).
 _KENDALL_CHUNK = 2**21
-# Elements per input in one block of matrices (512 kB of float64): a metric's several passes
+# Elements per input in one block of matrices (128 kB of float64): a metric's several passes
 # over a block then run in cache instead of streaming the whole batch from memory each time.
-_BLOCK_ELEMENTS = 2**16
+_BLOCK_ELEMENTS = 2**14
 
 
 # -- the one place that handles arrays versus DataArrays --------------------------------------
