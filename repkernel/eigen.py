@@ -17,8 +17,10 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
+import torch
 import xarray as xr
 
+from repkernel.networks import represent_at
 from repkernel.patterns import PatternSet
 from repkernel.similarity import adjusted_rand_index, kmeans_groups, silhouette
 
@@ -163,4 +165,31 @@ def eigen_analysis(network, probes: PatternSet, stage, n_eigenvectors: int = 3,
             [c for c in groups.labels.coords if c != "item"])
         ds.attrs["silhouette"] = groups.silhouette
     return ds
+
+
+def group_agreement_over_training(network, result: xr.Dataset, patterns: PatternSet,
+                                  kernel_labels: xr.DataArray | np.ndarray,
+                                  n_clusters: int | None = None, seed: int = 0,
+                                  layer: int = -1) -> xr.DataArray:
+    """Adjusted Rand index between kernel-predicted groups of ``patterns`` (e.g. kernel_group
+    of eigen_analysis) and k-means groups of the network's hidden representation of the same
+    patterns at every checkpoint of ``result`` (its recorded weights(time, parameter), actual or
+    forecast): (time,). ``layer``: which hidden layer (default the last)."""
+    if "weights" not in result:
+        raise ValueError("the result has no weights(time, parameter): record weights "
+                         "(record_weights=True) to compare groupings over training")
+    labels = np.asarray(kernel_labels)
+    if labels.shape != (len(patterns),):
+        raise ValueError(f"{labels.shape[0]} kernel labels for {len(patterns)} patterns: "
+                         "use the patterns the kernel groups were computed on")
+    weight = next(iter(network.parameters()))
+    thetas = torch.as_tensor(result["weights"].values, device=weight.device, dtype=weight.dtype)
+    x, c, _ = patterns.to(weight.device, weight.dtype)
+    hidden = represent_at(network, thetas, x, c)[0][layer].cpu().numpy()  # (time, n, H)
+    k = int(n_clusters or len(np.unique(labels)))
+    groups = kmeans_groups(hidden, k, seed=seed)  # (time, n)
+    agreement = adjusted_rand_index(np.broadcast_to(labels, groups.shape), groups)
+    return xr.DataArray(agreement, dims="time", coords={"time": result["time"].values},
+                        name="group_agreement",
+                        attrs={"long_name": "adjusted Rand index, kernel vs hidden k-means groups"})
 

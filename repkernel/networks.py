@@ -271,3 +271,30 @@ class DeepLinear(MLP):
         super().__init__(sizes, activation="linear", bias=False, init_scale=init_scale, seed=seed)
         self.config = {"kind": "deep_linear", "sizes": list(sizes), "init_scale": init_scale,
                        "seed": seed}
+
+
+def represent_at(network: RepresentationNetwork, thetas: torch.Tensor, x: torch.Tensor,
+                 c: torch.Tensor | None) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+    """Hidden representations and outputs at a stack of flat weight vectors thetas (M, P): one
+    (M, n, H_l) per hidden layer and (M, n, O); the network itself is not modified.
+
+    One functional call per checkpoint with every pattern batched (measured on 2 CPU cores,
+    101 checkpoints x 5832 patterns x 200 hidden units: twice as fast as torch.func.vmap over
+    checkpoints, since each checkpoint is already one large matrix product, and memory stays at
+    one checkpoint's activations).
+    """
+    from torch.func import functional_call
+
+    names = list(network.trainable_parameters())
+    shapes = [p.shape for p in network.trainable_parameters().values()]
+    sizes = [math.prod(shape) for shape in shapes]
+    hidden, outputs = [], []
+    with torch.no_grad():
+        for theta in thetas:
+            params = {n: piece.reshape(shape) for n, piece, shape in zip(
+                names, torch.split(theta, sizes), shapes)}
+            layers, output = functional_call(network, params, (x, c))
+            hidden.append(layers)
+            outputs.append(output)
+    return tuple(torch.stack(layer) for layer in zip(*hidden)), torch.stack(outputs)
+

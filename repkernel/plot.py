@@ -782,7 +782,8 @@ def kernel_eigenvector_heatmaps(data: xr.DataArray | xr.Dataset, y: str | None =
     (a grid for two of them, else wrapped ``col_wrap`` per row). Sequential colour scale from 0,
     shared within each block.
     """
-    arrays = _arrays(data, "kernel_eigenvector_heatmaps")
+    arrays = [(name, da) for name, da in _arrays(data, "kernel_eigenvector_heatmaps")
+              if "time" not in da.dims]  # e.g. group_agreement over training: not components
     for name, da in arrays:
         if "train_item" in da.dims:
             raise ValueError(f"{name!r} is a kernel over (item, train_item), not eigenvector "

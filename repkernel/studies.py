@@ -215,7 +215,10 @@ def run_cell(cell: Cell, progress: Callable[[int], None] | None = None) -> xr.Da
 
     Groups: ``actual`` (repkernel.train), ``forecast`` (repkernel.forecast), ``compare`` (forecast
     versus actual per readout), ``multitask`` (scores of actual and forecast along ``source``),
-    ``kernel`` (the t = 0 eigen-analysis). A pure function of the cell, so it runs anywhere.
+    ``kernel`` (the t = 0 eigen-analysis: eigenvectors, components by input feature, k-means
+    kernel groups and, with training or forecast, ``group_agreement(source, time)``: adjusted
+    Rand index of the kernel groups vs k-means of the hidden representation of the same
+    patterns). A pure function of the cell, so it runs anywhere.
     """
     from repkernel import training
 
@@ -241,6 +244,16 @@ def run_cell(cell: Cell, progress: Callable[[int], None] | None = None) -> xr.Da
         groups["forecast"] = forecasting.forecast(
             setup.network, setup.curriculum, setup.probes, time=options["time"],
             readout=tuple(options["readout"]), relinearize=options["relinearize"], **run)
+    if "kernel_group" in groups.get("kernel", {}):  # published: kernel vs hidden groupings
+        from repkernel.eigen import group_agreement_over_training
+
+        sources = [s for s in ("actual", "forecast") if s in groups and "weights" in groups[s]]
+        if sources:
+            agreement = [group_agreement_over_training(
+                setup.network, groups[s], first.patterns, groups["kernel"]["kernel_group"])
+                for s in sources]
+            groups["kernel"]["group_agreement"] = xr.concat(
+                agreement, dim=xr.DataArray(sources, dims="source", name="source"))
     if "compare" in compute:
         from repkernel.similarity import compare
 

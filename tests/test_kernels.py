@@ -429,6 +429,31 @@ def test_kernel_eigenvectors_solve_the_eigenproblem_and_group():
         kernel_eigenvectors(net, env.sample(10, seed=5), train, decomposition="eig")
 
 
+def test_group_agreement_over_training_matches_the_recorded_hidden():
+    """ARI of kernel groups vs k-means of the hidden at each checkpoint, recomputed from the
+    recorded weights, equals the ARI on the hidden the trainer recorded itself."""
+
+    from repkernel import Curriculum, train
+    from repkernel.eigen import eigen_analysis, group_agreement_over_training
+
+    env = MultitaskEnvironment(2, 2, 2)
+    net = MultitaskNetwork(env, hidden=12, init_scale=0.3, seed=1)
+    patterns = env.patterns(k=1)
+    curriculum = Curriculum((Stage(patterns, 40, 0.5),))
+    result = train(net, curriculum, patterns, checkpoints=3)
+    labels = eigen_analysis(net, patterns, curriculum.stages[0], 1, clusters=4)["kernel_group"]
+    over = group_agreement_over_training(net, result, patterns, labels)
+    assert over.dims == ("time",) and list(over.time.values) == list(result.time.values)
+    for t in range(3):
+        expected = group_agreement(labels, result.hidden.isel(time=t).drop_vars(
+            [c for c in result.hidden.coords if c not in ("item", "unit")]))
+        np.testing.assert_allclose(float(over[t]), expected, atol=1e-12)
+    with pytest.raises(ValueError, match="no weights"):
+        group_agreement_over_training(net, result.drop_vars("weights"), patterns, labels)
+    with pytest.raises(ValueError, match="kernel labels"):
+        group_agreement_over_training(net, result, patterns, labels[:3])
+
+
 # -- CLI --------------------------------------------------------------------------------------
 
 
