@@ -8,8 +8,8 @@ from typing import Annotated
 import typer
 from repkernel_cli.app import app, user_errors
 
-KIND_HELP = ("rsm, task-similarity, kernel-eigenvectors, pseudo-kernel, fidelity, multitask or "
-             "loss.")
+KIND_HELP = ("rsm, task-similarity, kernel-eigenvectors, pseudo-kernel, fidelity, multitask, "
+             "loss or grouping.")
 
 
 def load_result(path: Path):
@@ -71,8 +71,8 @@ def plot(
     out: Annotated[Path, typer.Option("--out", "-o", help="Figure file: .pdf, .png or .svg.",
                                       show_default=False)],
     times: Annotated[list[str] | None, typer.Option(
-        "--times", "-t", help="Checkpoint steps of heatmap rows, e.g. --times 0,250,500 "
-        "(default: first, middle and last).")] = None,
+        "--times", "-t", help="Checkpoint steps of heatmap and multitask rows, e.g. --times "
+        "0,250,500 (default: first, middle and last; multitask: last).")] = None,
     select: Annotated[list[str] | None, typer.Option(
         "--select", "-s", help="dim=value to narrow the data first, e.g. --select "
         "init_scale=0.1 (repeatable).")] = None,
@@ -86,9 +86,9 @@ def plot(
         raise ValueError(f"cannot write a figure to {out.name!r}: the file name must end in "
                          f"{', '.join(plotting.SUFFIXES)}")
     steps, selection = _steps(times), _selection(select)
-    if steps is not None and kind not in ("rsm", "task-similarity"):
-        raise ValueError(f"--times chooses the checkpoints of the rsm and task-similarity "
-                         f"figures; --kind {kind} shows every checkpoint")
+    if steps is not None and kind not in ("rsm", "task-similarity", "multitask"):
+        raise ValueError(f"--times chooses the checkpoints of the rsm, task-similarity and "
+                         f"multitask figures; --kind {kind} shows every checkpoint")
     loaded = [load_result(path) for path in results]
     figure = plotting.render(kind, _labelled(results, loaded), times=steps, select=selection)
     plotting.save_figure(figure, out)

@@ -38,7 +38,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
 KINDS = ("rsm", "task-similarity", "kernel-eigenvectors", "pseudo-kernel", "fidelity",
-         "multitask", "loss")
+         "multitask", "loss", "grouping")
 SUFFIXES = (".pdf", ".png", ".svg")
 
 # One place for the look of every figure: readable 8-10 pt fonts, text kept as text in vector
@@ -1060,6 +1060,22 @@ def fidelity_curves(data: xr.Dataset | Data, metrics: Sequence[str] | None = Non
                         col_wrap=col_wrap, zero_line=True)
 
 
+def grouping_curves(kernel: xr.Dataset) -> Figure:
+    """The published grouping analysis over training: adjusted Rand index of the t = 0 kernel
+    groups vs k-means groups of the hidden representation (``group_agreement(source, time)``
+    of a study's kernel group, repkernel.eigen.group_agreement_over_training); the network at
+    actual weights solid, at forecast weights dashed, sweep dims as colours, seeds a band."""
+    if "group_agreement" not in kernel.data_vars:
+        raise ValueError("a grouping figure needs group_agreement(time): a study with compute "
+                         "= ['kernel', 'train'] and [kernel] clusters > 0")
+    da = kernel["group_agreement"].assign_attrs(long_name="kernel vs hidden groups (ARI)")
+    if "source" in da.dims:  # "source" would split the panel; here it is a line style
+        da = da.rename(source="weights")
+    ds = da.to_dataset().drop_vars([c for c in da.coords if c not in da.dims])
+    return fidelity_curves(ds, metrics=["group_agreement"],
+                           style="weights" if "weights" in ds.dims else None)
+
+
 def _comparison(data: Data) -> xr.Dataset:
     """The metric Dataset: ``data`` itself, a study's ``compare`` group, or a comparison of a
     forecast with an actual result."""
@@ -1237,8 +1253,8 @@ def render(kind: str, data: Data, times: Sequence[int] | None = None,
     """The figure of ``kind`` (one of KINDS) for ``data``: a result, several results, or a
     study's DataTree, from which the part the kind needs is taken (kernel, compare,
     multitask groups; forecast and actual for the rest). ``select`` (dim -> value) narrows
-    every part that has the dim first; ``times`` are the checkpoints of the rsm and
-    task-similarity kinds (the other kinds show every checkpoint and ignore it)."""
+    every part that has the dim first; ``times`` are the checkpoints of the rsm,
+    task-similarity and multitask kinds (the other kinds show every checkpoint and ignore it)."""
     if kind not in KINDS:
         raise ValueError(f"unknown figure kind {kind!r}: choose one of {', '.join(KINDS)}")
     parts = dict(_select(_named(data), select or {}))
@@ -1252,6 +1268,12 @@ def render(kind: str, data: Data, times: Sequence[int] | None = None,
         return fidelity_curves(parts)
     if kind == "multitask":
         return multitask_scores(parts, at_step=times)
+    if kind == "grouping":
+        if isinstance(data, xr.Dataset) and "group_agreement" in data.data_vars:
+            return grouping_curves(data.sel({d: v for d, v in (select or {}).items()
+                                             if d in data.dims}))
+        return grouping_curves(_kernel_part(parts, "group_agreement over training",
+                                            "the grouping figure"))
     if kind == "kernel-eigenvectors":
         return kernel_eigenvector_heatmaps(
             _kernel_part(parts, "eigenvector components by task and input",

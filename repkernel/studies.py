@@ -48,7 +48,8 @@ from repkernel.config import (
 from repkernel.results import package_version
 
 COMPUTE = ("kernel", "train", "forecast", "compare", "evaluate")
-PLOT_KINDS = ("loss", "rsm", "task-similarity", "fidelity", "multitask", "kernel-eigenvectors")
+PLOT_KINDS = ("loss", "rsm", "task-similarity", "fidelity", "multitask", "kernel-eigenvectors",
+              "grouping")
 HEATMAP_KINDS = ("rsm", "task-similarity", "kernel-eigenvectors")
 
 

@@ -444,3 +444,17 @@ def test_cli_info_on_a_study_tree(results, tmp_path):
 def test_cli_help_lists_every_kind():
     result = runner.invoke(app, ["plot", "--help"])
     assert all(kind in result.output for kind in plot.KINDS)
+
+
+def test_grouping_curves_draw_the_agreement_over_training():
+    values = np.array([[0.1, 0.4, 0.8], [0.1, 0.2, 0.3]])
+    kernel = xr.Dataset({"group_agreement": (("source", "time"), values)},
+                        coords={"source": ["actual", "forecast"], "time": [0, 10, 20]})
+    fig = plot.render("grouping", kernel)
+    (ax,) = panels(fig)
+    assert ax.get_ylabel() == "kernel vs hidden groups (ARI)"
+    drawn = sorted(tuple(np.round(line.get_ydata(), 6)) for line in ax.get_lines()
+                   if len(line.get_ydata()) == 3)
+    assert drawn == sorted(tuple(v) for v in values)
+    with pytest.raises(ValueError, match="group_agreement"):
+        plot.grouping_curves(kernel.rename(group_agreement="other"))
