@@ -6,8 +6,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from repkernel_cli import options
 from repkernel_cli.app import app, user_errors
-from repkernel_cli.options import Device, Dtype
 from repkernel_cli.plot_command import load_result
 
 from repkernel import results
@@ -63,8 +63,8 @@ def evaluate(
     k: Annotated[list[str] | None, typer.Option(
         "--k", help="Task-set sizes, e.g. --k 1,2,3 (repeatable; default 1,2,3).")] = None,
     stimuli: Annotated[str, typer.Option(help="'all' stimuli or how many to sample.")] = "all",
-    device: Device = None,
-    dtype: Dtype = None,
+    device: options.Device = None,
+    dtype: options.Dtype = None,
 ) -> None:
     """Score every k-task set on every stimulus at every checkpoint of a result (the network
     rebuilt from its config, loaded with each recorded weight vector): Luce ratio P(correct),

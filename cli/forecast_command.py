@@ -6,21 +6,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from repkernel_cli import options
 from repkernel_cli.app import app, user_errors
-from repkernel_cli.options import (
-    Checkpoints,
-    ConfigFile,
-    Device,
-    Dtype,
-    Hidden,
-    InitScale,
-    LearningRate,
-    NTrain,
-    Preset,
-    Seed,
-    Steps,
-    build_setup,
-)
 from repkernel_cli.progress import step_progress
 
 from repkernel import forecasting, results
@@ -31,15 +18,15 @@ from repkernel import forecasting, results
 def forecast(
     out: Annotated[Path, typer.Option("--out", "-o", help="netCDF file to write.")] = Path(
         "forecast.nc"),
-    config: ConfigFile = None,
-    init_scale: InitScale = None,
-    hidden: Hidden = None,
-    seed: Seed = None,
-    steps: Steps = None,
-    lr: LearningRate = None,
-    n_train: NTrain = None,
-    preset: Preset = None,
-    checkpoints: Checkpoints = None,
+    config: options.ConfigFile = None,
+    init_scale: options.InitScale = None,
+    hidden: options.Hidden = None,
+    seed: options.Seed = None,
+    steps: options.Steps = None,
+    lr: options.LearningRate = None,
+    n_train: options.NTrain = None,
+    preset: options.Preset = None,
+    checkpoints: options.Checkpoints = None,
     time: Annotated[str, typer.Option(help="discrete (gradient descent) or continuous "
                                       "(gradient flow).")] = "discrete",
     relinearize: Annotated[int, typer.Option(help="Segments per stage at whose start the "
@@ -47,13 +34,13 @@ def forecast(
     readout: Annotated[list[str] | None, typer.Option(
         help="linear (h_0 + J_h d) and/or network (the network at the forecast weights); "
         "repeat for both (default).")] = None,
-    device: Device = None,
-    dtype: Dtype = None,
+    device: options.Device = None,
+    dtype: options.Dtype = None,
 ) -> None:
     """Forecast hidden(time, readout, item, unit) and outputs from the initial weights and the
     curriculum alone (linearized dynamics), in the trainer's layout, and write netCDF. Time is in
     steps; minibatch/online stages are forecast by their full-batch drift."""
-    setup = build_setup(
+    setup = options.build_setup(
         config, init_scale=init_scale, hidden=hidden, seed=seed, steps=steps, lr=lr, n=n_train,
         preset=preset, checkpoints=checkpoints, device=device, dtype=dtype)
     with step_progress("forecasting", setup.curriculum.total_steps) as advance:

@@ -6,19 +6,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from repkernel_cli import options
 from repkernel_cli.app import app, user_errors
-from repkernel_cli.options import (
-    ConfigFile,
-    Device,
-    Dtype,
-    Hidden,
-    InitScale,
-    LearningRate,
-    NTrain,
-    Preset,
-    Seed,
-    build_setup,
-)
 
 from repkernel import eigen, kernels, results
 
@@ -38,7 +27,7 @@ def _dense_gigabytes(what: str, target: str, n_probes: int, n_train: int, networ
 def kernel(
     out: Annotated[Path, typer.Option("--out", "-o", help="netCDF file to write.")] = Path(
         "kernel.nc"),
-    config: ConfigFile = None,
+    config: options.ConfigFile = None,
     what: Annotated[str, typer.Option(
         help="eigen (the published t = 0 eigen-analysis), ntk, pseudo (Pi = J_h J_f^T) or "
         "loss-weighted (-rho J J_f^T g).")] = "eigen",
@@ -54,14 +43,14 @@ def kernel(
         help="k-means groups of the leading eigenvectors (0: none).")] = 12,
     method: Annotated[str, typer.Option(help="auto, structured or generic.")] = "auto",
     max_gb: Annotated[float, typer.Option(help="Refuse dense kernels larger than this.")] = 4.0,
-    init_scale: InitScale = None,
-    hidden: Hidden = None,
-    seed: Seed = None,
-    lr: LearningRate = None,
-    n_train: NTrain = None,
-    preset: Preset = None,
-    device: Device = None,
-    dtype: Dtype = None,
+    init_scale: options.InitScale = None,
+    hidden: options.Hidden = None,
+    seed: options.Seed = None,
+    lr: options.LearningRate = None,
+    n_train: options.NTrain = None,
+    preset: options.Preset = None,
+    device: options.Device = None,
+    dtype: options.Dtype = None,
 ) -> None:
     """Compute a kernel at the initial weights of a configuration (default: the published
     multitask setup) and write it as netCDF: the eigen-analysis (eigenvector(output_unit, rank,
@@ -71,7 +60,7 @@ def kernel(
                                  ("--on", on, ("train", "probes"))):
         if value not in choices:
             raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
-    setup = build_setup(
+    setup = options.build_setup(
         config, init_scale=init_scale, hidden=hidden, seed=seed, lr=lr, n=n_train, preset=preset,
         device=device, dtype=dtype)
     stages = setup.curriculum.stages
@@ -79,10 +68,10 @@ def kernel(
         raise ValueError(f"--stage must be in 0..{len(stages) - 1} (the curriculum has "
                          f"{len(stages)} stages), got {stage}")
     chosen, net, probes = stages[stage], setup.network, setup.probes
-    options = dict(method=method, device=setup.device, dtype=setup.dtype)
+    computing = dict(method=method, device=setup.device, dtype=setup.dtype)
     if what == "eigen":
         ds = eigen.eigen_analysis(net, chosen.patterns if on == "train" else probes, chosen,
-                                  n_eigenvectors, clusters, **options)
+                                  n_eigenvectors, clusters, **computing)
     else:
         size = _dense_gigabytes(what, target, len(probes), len(chosen.patterns), net,
                                 chosen.patterns.n_outputs)
@@ -91,11 +80,11 @@ def kernel(
                              f"{max_gb:g}): use fewer probes or training patterns, or raise "
                              f"--max-gb")
         if what == "ntk":
-            da = kernels.ntk(net, probes, chosen.patterns, **options)
+            da = kernels.ntk(net, probes, chosen.patterns, **computing)
         elif what == "pseudo":
-            da = kernels.pseudo_kernel(net, probes, chosen.patterns, **options)
+            da = kernels.pseudo_kernel(net, probes, chosen.patterns, **computing)
         else:
-            da = kernels.loss_weighted_kernel(net, probes, stage=chosen, target=target, **options)
+            da = kernels.loss_weighted_kernel(net, probes, stage=chosen, target=target, **computing)
         ds = da.to_dataset()
     kernel_attrs = {k: v for k, v in ds.attrs.items() if k not in ("device", "dtype")}
     run_config = {**setup.config, "kernel": {

@@ -6,8 +6,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from repkernel_cli import options
 from repkernel_cli.app import app, user_errors
-from repkernel_cli.options import Device
 from repkernel_cli.progress import step_progress
 
 from repkernel import studies
@@ -21,7 +21,7 @@ def run(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path(
         "results/default"),
     smoke: Annotated[bool, typer.Option(help="Run the study's reduced [smoke] size.")] = False,
-    device: Device = None,
+    device: options.Device = None,
     workers: Annotated[int, typer.Option(help="Local Dask workers (0: serial).")] = 0,
     scheduler: Annotated[str | None, typer.Option(
         help="Address of an existing Dask scheduler, e.g. tcp://host:8786.")] = None,

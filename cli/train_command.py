@@ -6,21 +6,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from repkernel_cli import options
 from repkernel_cli.app import app, user_errors
-from repkernel_cli.options import (
-    Checkpoints,
-    ConfigFile,
-    Device,
-    Dtype,
-    Hidden,
-    InitScale,
-    LearningRate,
-    NTrain,
-    Preset,
-    Seed,
-    Steps,
-    build_setup,
-)
 from repkernel_cli.progress import step_progress
 
 from repkernel import results, training
@@ -31,21 +18,21 @@ from repkernel import results, training
 def train(
     out: Annotated[Path, typer.Option("--out", "-o", help="netCDF file to write.")] = Path(
         "train.nc"),
-    config: ConfigFile = None,
-    init_scale: InitScale = None,
-    hidden: Hidden = None,
-    seed: Seed = None,
-    steps: Steps = None,
-    lr: LearningRate = None,
-    n_train: NTrain = None,
-    preset: Preset = None,
-    checkpoints: Checkpoints = None,
-    device: Device = None,
-    dtype: Dtype = None,
+    config: options.ConfigFile = None,
+    init_scale: options.InitScale = None,
+    hidden: options.Hidden = None,
+    seed: options.Seed = None,
+    steps: options.Steps = None,
+    lr: options.LearningRate = None,
+    n_train: options.NTrain = None,
+    preset: options.Preset = None,
+    checkpoints: options.Checkpoints = None,
+    device: options.Device = None,
+    dtype: options.Dtype = None,
 ) -> None:
     """Train the network of a configuration (default: the published multitask setup, phase 1,
     standard init) and write hidden(time, item, unit), output, loss and weights as netCDF."""
-    setup = build_setup(
+    setup = options.build_setup(
         config, init_scale=init_scale, hidden=hidden, seed=seed, steps=steps, lr=lr, n=n_train,
         preset=preset, checkpoints=checkpoints, device=device, dtype=dtype)
     with step_progress("training", setup.curriculum.total_steps) as advance:
