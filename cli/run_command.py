@@ -13,6 +13,25 @@ from repkernel_cli.progress import step_progress
 from repkernel import studies
 
 
+def settings(values: list[str]) -> dict[str, object]:
+    """``--set section.key=value`` strings as overrides; values are TOML (strings need quotes
+    only if they could be read as something else)."""
+    from repkernel.config import tomllib
+
+    overrides: dict[str, object] = {}
+    for text in values:
+        key, sep, value = text.partition("=")
+        key = key.strip()
+        if not sep or key.count(".") < 1 or not all(key.split(".")):
+            raise ValueError(f"--set takes section.key=value, e.g. forecast.relinearize=16; "
+                             f"got {text!r}")
+        try:
+            overrides[key] = tomllib.loads(f"v = {value.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            overrides[key] = value.strip()  # a bare word: a string
+    return overrides
+
+
 @app.command()
 @user_errors
 def run(
@@ -26,12 +45,17 @@ def run(
     scheduler: Annotated[str | None, typer.Option(
         help="Address of an existing Dask scheduler, e.g. tcp://host:8786.")] = None,
     figures: Annotated[bool, typer.Option(help="Render the study's figures.")] = True,
+    set_: Annotated[list[str] | None, typer.Option(
+        "--set", help="section.key=value over the study file (a TOML value), e.g. --set "
+        "forecast.relinearize=16 or --set 'sweep.network.seed=[0, 1]' (repeatable).")] = None,
 ) -> None:
     """Run every sweep cell (finished cells are skipped), combine them, render figures."""
     if workers < 0:
         raise ValueError(f"--workers must be 0 (serial) or a positive count, got {workers}")
-    loaded = studies.load_study(study, smoke=smoke,
-                                overrides={"run.device": device} if device else None)
+    overrides = settings(set_ or [])
+    if device:
+        overrides["run.device"] = device
+    loaded = studies.load_study(study, smoke=smoke, overrides=overrides)
     cells = loaded.cells()
     with step_progress(f"{loaded.name}: cells", len(cells)) as advance:
         combined = studies.run_study(loaded, out, workers=workers, scheduler=scheduler,

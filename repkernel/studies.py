@@ -313,6 +313,36 @@ def _compute_and_save(cell: Cell, out: Path) -> str:
     return cell.name
 
 
+# What a finished cell may differ in and still be reused: texts, figures, the device it ran on.
+PRESENTATION = {"study": ("name", "claim", "figure"), "plots": None, "run": ("device",)}
+
+
+def _computation(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A cell's configuration without what only names, draws or places it (PRESENTATION)."""
+    out = {}
+    for section, values in config.items():
+        keys = PRESENTATION.get(section, ())
+        if keys is None:
+            continue
+        out[section] = {k: v for k, v in values.items() if k not in keys}
+    return out
+
+
+def _check_same_computation(cell: Cell, path: Path) -> None:
+    """A finished cell file is reused only if it was computed with this cell's configuration."""
+    with xr.open_datatree(path) as tree:
+        stored = json.loads(tree.attrs.get("config", "{}"))
+    now = json.loads(json.dumps(cell.config, sort_keys=True, default=str))
+    old, new = _computation(stored), _computation(now)
+    if old != new:
+        differing = sorted(f"[{s}].{k}" for s in set(old) | set(new)
+                           for k in set(old.get(s, {})) | set(new.get(s, {}))
+                           if old.get(s, {}).get(k) != new.get(s, {}).get(k))
+        raise ValueError(f"{path} was computed with a different configuration "
+                         f"({', '.join(differing[:3]) or 'sections differ'}): run into a new "
+                         f"--out folder, or delete {path.parent} to recompute")
+
+
 def run_study(
     study: Study,
     out: str | os.PathLike,
@@ -333,6 +363,9 @@ def run_study(
         {"config": study.config, "sweep": study.sweep}, indent=2, default=str))
     cells = study.cells()
     todo = [cell for cell in cells if not cell_path(out, cell).exists()]
+    for cell in cells:
+        if cell not in todo:
+            _check_same_computation(cell, cell_path(out, cell))
     done = len(cells) - len(todo)
     if progress:
         progress(done, len(cells))

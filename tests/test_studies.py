@@ -1,3 +1,4 @@
+import json
 import os
 import signal
 import subprocess
@@ -70,6 +71,14 @@ def test_run_combine_and_resume(tmp_path):
     assert {f: f.stat().st_mtime_ns for f in files} == stamps
     with xr.open_datatree(tmp_path / "combined.nc") as back:
         assert back["actual"]["hidden"].sizes == hidden.sizes
+    # new figures or texts reuse the cells; a changed computation refuses to mix results
+    relabelled = studies.load_study({**TINY, "plots": {"kinds": ["loss"]},
+                                     "study": {**TINY["study"], "claim": "another claim"}})
+    studies.run_study(relabelled, tmp_path)
+    assert {f: f.stat().st_mtime_ns for f in files} == stamps
+    changed = studies.load_study(TINY, overrides={"curriculum.lr": 0.5})
+    with pytest.raises(ValueError, match=r"different configuration \(\[curriculum\]\.lr\)"):
+        studies.run_study(changed, tmp_path)
 
 
 def test_killed_sweep_resumes_without_recomputing(tmp_path):
@@ -78,8 +87,6 @@ def test_killed_sweep_resumes_without_recomputing(tmp_path):
            "sweep": {"network.seed": [0, 1, 2]}}
     script = ("import sys, json; from repkernel import studies; "
               "studies.run_study(studies.load_study(json.loads(sys.argv[1])), sys.argv[2])")
-    import json
-
     proc = subprocess.Popen([sys.executable, "-c", script, json.dumps(raw), str(tmp_path)])
     cells = tmp_path / "cells"
     deadline = time.time() + 120
@@ -125,3 +132,51 @@ def test_every_study_runs_at_smoke_size_with_figures(path, tmp_path):
     figures = studies.render_figures(study, combined, tmp_path / "figures", formats=("png",))
     assert len(figures) == len(study.config["plots"]["kinds"])
     assert all(f.stat().st_size > 0 for f in figures)
+
+
+TINY_TOML = """
+[study]
+name = "tiny"
+compute = ["train"]
+[environment]
+input_dims = 2
+output_dims = 2
+features = 2
+[network]
+hidden = 6
+[curriculum]
+n = 12
+steps = 8
+lr = 0.1
+[probes]
+source = "patterns"
+k = [1]
+[run]
+checkpoints = 3
+[sweep]
+"network.init_scale" = [0.1, 1.0]
+"network.seed" = [0, 1]
+"""
+
+
+def test_cli_run_with_set_overrides_and_a_changed_configuration(tmp_path):
+    study, out = tmp_path / "tiny.toml", tmp_path / "out"
+    study.write_text(TINY_TOML)
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "repkernel_cli", "run", str(study),
+                               "--out", str(out), "--no-figures", *args],
+                              capture_output=True, text=True, timeout=300)
+
+    done = cli("--set", "curriculum.lr=0.5", "--set", "sweep.network.seed=[1]")
+    assert done.returncode == 0, done.stderr
+    cells = sorted(p.name for p in (out / "cells").glob("*.nc"))
+    assert cells == ["init_scale=0.1,seed=1.nc", "init_scale=1.0,seed=1.nc"]
+    with xr.open_datatree(out / "cells" / cells[0]) as tree:
+        assert json.loads(tree.attrs["config"])["curriculum"]["lr"] == 0.5
+    again = cli("--set", "sweep.network.seed=[1]")  # lr back to 0.1: not the stored cells
+    assert again.returncode == 1 and "Traceback" not in again.stderr
+    assert "different configuration ([curriculum].lr)" in again.stderr
+    assert again.stderr.strip().count("\n") == 0
+    bad = cli("--set", "lr0.5")
+    assert bad.returncode == 1 and "--set takes section.key=value" in bad.stderr
