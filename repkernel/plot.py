@@ -241,7 +241,7 @@ def _panels(da: xr.DataArray, keep: Sequence[str]) -> list[tuple[dict[str, Any],
 def _check_panels(n: int, what: str, dims: Sequence[str] = ()) -> None:
     """Refuse unreadable figures; ``dims`` are the ones whose values make the panels."""
     if n > MAX_PANELS:
-        dim = next(iter(dims), "init_scale")
+        dim = next((d for d in dims if d in REPLICATE_DIMS), next(iter(dims), "init_scale"))
         raise ValueError(f"{what} would need {n} panels (at most {MAX_PANELS}): select fewer "
                          f"values{' of ' + ', '.join(dims) if dims else ''} first, e.g. "
                          f"data.sel({dim}=...) or `repkernel plot --select {dim}=...`")
