@@ -140,9 +140,16 @@ def group_agreement(kernel_labels: xr.DataArray | np.ndarray, hidden: xr.DataArr
     if hidden.sizes["item"] != labels.shape[0]:
         raise ValueError(f"{labels.shape[0]} kernel labels for {hidden.sizes['item']} hidden "
                          f"items: use the same probes")
+    return float(_agreement(labels, hidden.transpose("item", "unit").values, n_clusters, seed))
+
+
+def _agreement(labels: np.ndarray, hidden: np.ndarray, n_clusters: int | None,
+               seed: int) -> np.ndarray:
+    """ARI of ``labels`` (n,) vs k-means groups of hidden (..., n, H), as many groups as the
+    labels have unless ``n_clusters``: (...)."""
     k = int(n_clusters or len(np.unique(labels)))
-    values = hidden.transpose("item", "unit").values
-    return float(adjusted_rand_index(labels, kmeans_groups(values, k, seed=seed)))
+    groups = kmeans_groups(hidden, k, seed=seed)
+    return adjusted_rand_index(np.broadcast_to(labels, groups.shape), groups)
 
 
 def eigen_analysis(network, probes: PatternSet, stage, n_eigenvectors: int = 3,
@@ -186,10 +193,7 @@ def group_agreement_over_training(network, result: xr.Dataset, patterns: Pattern
     thetas = torch.as_tensor(result["weights"].values, device=weight.device, dtype=weight.dtype)
     x, c, _ = patterns.to(weight.device, weight.dtype)
     hidden = represent_at(network, thetas, x, c)[0][layer].cpu().numpy()  # (time, n, H)
-    k = int(n_clusters or len(np.unique(labels)))
-    groups = kmeans_groups(hidden, k, seed=seed)  # (time, n)
-    agreement = adjusted_rand_index(np.broadcast_to(labels, groups.shape), groups)
-    return xr.DataArray(agreement, dims="time", coords={"time": result["time"].values},
-                        name="group_agreement",
+    return xr.DataArray(_agreement(labels, hidden, n_clusters, seed), dims="time",
+                        coords={"time": result["time"].values}, name="group_agreement",
                         attrs={"long_name": "adjusted Rand index, kernel vs hidden k-means groups"})
 

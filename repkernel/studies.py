@@ -227,10 +227,10 @@ def run_cell(cell: Cell, progress: Callable[[int], None] | None = None) -> xr.Da
     compute = cell.config["study"]["compute"]
     run = dict(checkpoints=setup.checkpoints, device=setup.device, dtype=setup.dtype)
     groups: dict[str, xr.Dataset] = {}
+    first = setup.curriculum.stages[0]  # published: the square train x train M_o of phase 1
     if "kernel" in compute:
         from repkernel.eigen import eigen_analysis
 
-        first = setup.curriculum.stages[0]  # published: the square train x train M_o of phase 1
         options = cell.config["kernel"]
         groups["kernel"] = eigen_analysis(
             setup.network, first.patterns, first, options["n_eigenvectors"],
