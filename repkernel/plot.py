@@ -1133,7 +1133,7 @@ def multitask_scores(data: xr.Dataset | Data, score: str | None = None, x: str |
                 raise ValueError(f"step {step} is not a checkpoint; choose from "
                                  f"{_steps_summary(steps)}")
     frames = []
-    for step in chosen:
+    for row, step in enumerate(chosen):
         at = da if step is None else da.sel(time=step)
         if "source" in at.dims:  # per source, so an actual copied along readout is shown once
             parts = [(str(v), _drop_empty(at.sel(source=v).to_dataset(name=name)))
@@ -1142,7 +1142,7 @@ def multitask_scores(data: xr.Dataset | Data, score: str | None = None, x: str |
                                if name in part], ignore_index=True)
         else:
             frame = _frame(at.rename(name))
-        frames.append(frame.drop(columns=["time"], errors="ignore").assign(step=step))
+        frames.append(frame.drop(columns=["time"], errors="ignore").assign(row=row))
     frame = pd.concat(frames, ignore_index=True)
     da = da if chosen == [None] else da.sel(time=chosen[-1])
     group = [g for g in GROUP_DIMS if g in frame.columns]
@@ -1167,8 +1167,7 @@ def multitask_scores(data: xr.Dataset | Data, score: str | None = None, x: str |
     hue = "condition" if frame["condition"].nunique() > 1 else None
     for i, j, step, panel in panels:
         ax = axes[i, j]
-        sub = frame[(frame["panel"] == panel) & (frame["step"] == step if step is not None
-                                                  else True)]
+        sub = frame[(frame["panel"] == panel) & (frame["row"] == i)]
         if numeric_x:
             sns.lineplot(data=sub, x=x, y=name, hue=hue, marker="o", ax=ax, legend="full",
                          errorbar="sd" if replicate else None,
