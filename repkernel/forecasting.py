@@ -43,18 +43,16 @@ import numpy as np
 import torch
 import xarray as xr
 from scipy.integrate import solve_ivp
-from torch.func import vmap
 
 from repkernel.curriculum import Curriculum, Stage
 from repkernel.kernels import (
     jacobian_product,
     jacobian_transpose_product,
     jacobians,
-    network_function,
     ntk_matrix,
 )
 from repkernel.losses import loss_gradient, pattern_loss
-from repkernel.networks import RepresentationNetwork, placed
+from repkernel.networks import RepresentationNetwork, placed, represent_at
 from repkernel.patterns import PatternSet
 from repkernel.results import checkpoint_steps, finish_run, representation_dataset
 
@@ -390,21 +388,19 @@ def forecast(
                     record_weights, center_net, theta0)
 
 
-def _readout(kind: str, center: _Center, fn, patterns: PatternSet, weights: torch.Tensor):
+def _readout(kind: str, center: _Center, patterns: PatternSet, weights: torch.Tensor):
     """Hidden (one (m, n, H_l) per layer) and output (m, n, O) on ``patterns`` for forecast
     weights (P, m): the linear model around ``center`` or the network itself."""
     if kind == "linear":
         hidden, output = center.linear_outputs(patterns, weights - center.theta[:, None])
         return tuple(h.movedim(-1, 0) for h in hidden), output.movedim(-1, 0)
     x, c, _ = patterns.to(weights.device, weights.dtype)
-    with torch.no_grad():
-        return vmap(fn, in_dims=(1, None, None))(weights, x, c)
+    return represent_at(center.net, weights.T, x, c)
 
 
 def _dataset(net, curriculum, probes, steps, records, readouts, time, relinearize,
              record_weights, center_net, theta0) -> xr.Dataset:
     """Evaluate the readouts at every checkpoint and assemble the trainer's layout."""
-    fn, _ = network_function(net)
     like = theta0.new_empty(0)
     n_t, n_r, n_p = len(steps), len(readouts), len(probes)
     hidden = [like.new_empty(n_t, n_r, n_p, width) for width in net.hidden_sizes]
@@ -421,12 +417,12 @@ def _dataset(net, curriculum, probes, steps, records, readouts, time, relineariz
         y_stage = distinct.to(like.device, like.dtype)[2]
         share = torch.as_tensor(counts / counts.sum(), dtype=like.dtype, device=like.device)
         for r, kind in enumerate(readouts):
-            layers, out = _readout(kind, center, fn, probes, weights)
+            layers, out = _readout(kind, center, probes, weights)
             for target, layer in zip(hidden, layers):
                 target[rows, r] = layer
             output[rows, r] = out
             probe_loss[rows, r] = pattern_loss(out, y_probe, stage.loss).mean(-1)
-            stage_output = _readout(kind, center, fn, distinct, weights)[1]
+            stage_output = _readout(kind, center, distinct, weights)[1]
             loss[rows, r] = pattern_loss(stage_output, y_stage, stage.loss) @ share
     ds = representation_dataset(hidden, output, steps, probes, leading_dims=("time", "readout"),
                                 leading_coords={"readout": ("readout", list(readouts))})
