@@ -15,19 +15,41 @@ Discrete time is exact for gradient descent on the linear model and diverges iff
 i.e. eta > 2n / lam_max for full-batch mean reduction (ValueError stating the bound). Continuous
 time (gradient flow) replaces (1 - rho lam)^k by exp(-rho lam k). The time axis is always in
 steps k; gradient-flow time is t = eta k.
-One factorization per stage (or segment) serves every checkpoint. The space factorized is the
-smaller of dual (Theta_ss, nO x nO) and primal (G = J_s^T J_s, P x P, theta_k = theta_start -
-c_k(G) J_s^T r_0). Up to DENSE_LIMIT it is a dense eigendecomposition; above, Lanczos on the
-starting vector factorizes Theta_ss on its Krylov space, which contains every c_k(Theta_ss) r_0,
-to round-off (see _spectral_apply).
+
+One factorization per segment serves every checkpoint in it, chosen by estimated cost
+(``factorization="auto"``): a dense eigendecomposition of the dual kernel Theta_ss (nO x nO) or of
+the primal G = J_s^T J_s (P x P) when one is small, otherwise Lanczos on the segment's starting
+residual with *matrix-free* kernel products Theta v = J (J^T v) (repkernel.kernels.
+JacobianOperator: no nO x nO matrix, memory linear in n). The Krylov space span{r_0, Theta r_0,
+...} holds every c_k(Theta) r_0; Lanczos stops when the result at the segment's checkpoints stops
+changing at round-off, so a short segment needs few vectors (about sqrt(rho lam_max L) for a
+segment of L steps) and a long frozen stage more.
 Other losses (bce) iterate the function-space system f_{k+1} = f_k - rho Theta_ss g(f_k)
 (continuous: an adaptive ODE solver), accumulating the dual coefficients a = sum_k rho g(f_k), so
 theta = theta_start - J_s^T a.
 
 Stages run in order with the kernel frozen at theta_0 (relinearize=1, the published forecast):
 stage s starts from the forecast weights at the end of stage s - 1. relinearize=R splits each
-stage into R segments and recenters the linear model at the *forecast* weights at every segment
-start: still nothing but the initial weights and the curriculum.
+stage into R equal segments and recenters the linear model at the *forecast* weights at every
+segment start: still nothing but the initial weights and the curriculum.
+
+relinearize="auto": error-controlled re-linearization (DESIGN.md section 4, adaptive). The
+re-linearized forecast is an exponential integrator of the training dynamics (exponential Euler
+with the Gauss-Newton linearization): each segment solves the linear model around its start
+theta_c exactly and restarts there at its end theta_e. Its local error comes from the Jacobian
+moving over the segment, which the forecast measures itself, from nothing but its own weights:
+the second-order remainder of the linearization at the segment end,
+    error = max over f and each hidden layer of
+            |W^1/2 (h(theta_e) - h_lin(theta_e))| / |W^1/2 (h_lin(theta_e) - h(theta_c))|
+on the stage's training patterns (W: pattern multiplicities), i.e. the relative deviation of the
+network from its linear model along the segment (~ half the relative Jacobian change in the
+direction of motion; first order in the segment length L). A segment is accepted when
+error <= tolerance; otherwise its length shrinks and it is re-evaluated from the *same*
+factorization (no new Jacobian: only one network evaluation), and the next segment's length is
+L * clip(0.9 tolerance / error, 1/4, 4), as adaptive ODE solvers do. A segment never gets shorter
+than one step, so a tight tolerance converges to gradient descent (discrete time) and the number
+of Jacobian evaluations never exceeds the number of steps. The result records every segment's
+start, length and error (``segment_*`` variables) and the Jacobian evaluations in its attributes.
 
 Readouts: "linear" = h_c + J_h,c (theta - theta_c) (h_0 + J_h d when frozen), "network" = the
 network evaluated at the forecast weights. loss and probe_loss are computed per readout from that
@@ -37,6 +59,7 @@ readout's outputs, with the stage's loss, as the mean per-pattern loss (the trai
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -46,6 +69,7 @@ from scipy.integrate import solve_ivp
 
 from repkernel.curriculum import Curriculum, Stage
 from repkernel.kernels import (
+    JacobianOperator,
     jacobian_product,
     jacobian_transpose_product,
     jacobians,
@@ -58,28 +82,36 @@ from repkernel.results import checkpoint_steps, finish_run, representation_datas
 
 READOUTS = ("linear", "network")
 TIMES = ("discrete", "continuous")
-# Spaces (nO or P) up to this size are factorized by a dense eigendecomposition; larger ones by
-# Lanczos on the stage's starting vector (same equations, restricted to its Krylov space).
+FACTORIZATIONS = ("auto", "dense", "krylov")
+# Spaces (nO or P) above this size are never factorized densely.
 DENSE_LIMIT = 2048
 CHECK_EVERY = 4  # Lanczos steps between convergence checks
 LANCZOS_TOLERANCE = 1024  # relative change between checks, in units of the dtype's eps
+KRYLOV_PRODUCTS = 80  # kernel-product columns a Krylov factorization is expected to need
+GROWTH = (0.25, 4.0)  # bounds on the factor between consecutive adaptive segment lengths
+SAFETY = 0.9
+FUNCTION_SPACE_DENSE = 8192  # above this nO, function-space losses use matrix-free products
 
 
 def _coefficients(lam: torch.Tensor, rho: float, k: torch.Tensor, time: str) -> torch.Tensor:
     """c_k(lam) = (1 - decay_k(lam)) / lam for eigenvalues lam (N,) and steps k (m,): (N, m).
 
-    decay_k = (1 - rho lam)^k (discrete) or exp(-rho lam k) (continuous); c_k -> rho k as
-    lam -> 0 (null directions). expm1 / log1p keep small rho lam free of cancellation.
+    c_k -> rho k as lam -> 0 (null directions). expm1 / log1p keep small rho lam free of
+    cancellation.
     """
     lam = lam.clamp_min(0)[:, None]
+    done = -_decay_minus_one(lam, rho, k, time)
+    positive = lam > 0
+    return torch.where(positive, done / torch.where(positive, lam, 1), rho * k[None, :].to(lam))
+
+
+def _decay_minus_one(lam: torch.Tensor, rho: float, k: torch.Tensor, time: str) -> torch.Tensor:
+    """decay_k(lam) - 1 for lam (N, 1): decay = (1 - rho lam)^k (discrete) or exp(-rho lam k)."""
     x, k = rho * lam, k[None, :].to(lam)
     if time == "continuous":
-        done = -torch.expm1(-x * k)
-    else:
-        done = torch.where(x < 0.5, -torch.expm1(k * torch.log1p(-x.clamp_max(0.5))),
-                           1 - (1 - x) ** k)
-    positive = lam > 0
-    return torch.where(positive, done / torch.where(positive, lam, 1), rho * k)
+        return torch.expm1(-x * k)
+    return torch.where(x < 0.5, torch.expm1(k * torch.log1p(-x.clamp_max(0.5))),
+                       (1 - x) ** k - 1)
 
 
 def _check_stable(stage: Stage, index: int, rho: float, lam_max: float) -> None:
@@ -97,37 +129,53 @@ def _check_stable(stage: Stage, index: int, rho: float, lam_max: float) -> None:
             f"learning rate below {bound:.4g} or use time='continuous'")
 
 
-def _spectral_apply(matrix: torch.Tensor, start: torch.Tensor, rho: float, k: torch.Tensor,
-                    time: str, check: Callable[[float], None]) -> torch.Tensor:
-    """c_k(M) v = U diag(c_k(lam)) U^T v for a PSD matrix M (N, N) = U diag(lam) U^T, a vector
-    v (N,) and steps k (m,): (N, m). ``check(lam_max)`` may raise (stability).
+# -- spectral functions of a PSD operator ---------------------------------------------------
 
-    N <= DENSE_LIMIT: one dense eigendecomposition. Larger N: Lanczos with full
-    reorthogonalization from v, M ~ Q T Q^T on the Krylov space span{v, Mv, M^2 v, ...}, which
-    holds every c_k(M) v; it stops when the result changes by less than round-off between checks
-    (or the space is invariant, where it is exact). lam_max comes from a second Lanczos run from a
-    random vector, sharing the matrix products.
-    """
-    if len(start) <= DENSE_LIMIT:
-        lam, vectors = torch.linalg.eigh(matrix)
-        check(float(lam.max()))
-        return vectors @ (_coefficients(lam, rho, k, time) * (vectors.T @ start)[:, None])
-    return _lanczos_apply(matrix, start, rho, k, time, check)
+
+class _Spectral:
+    """Functions of a PSD operator M applied to one start vector v (N,), on a space holding v:
+    M ~ B diag(lam) B^T with orthonormal B (N, r) and z = B^T v (r,), so
+        c_k(M) v = B diag(c_k(lam)) z,   decay_k(M) v = B diag(decay_k(lam)) z."""
+
+    def __init__(self, basis: torch.Tensor, lam: torch.Tensor, z: torch.Tensor, rho: float,
+                 time: str) -> None:
+        self.basis, self.lam, self.z, self.rho, self.time = basis, lam, z, rho, time
+
+    def coefficients(self, k: torch.Tensor) -> torch.Tensor:
+        """c_k(M) v, (N, m)."""
+        return self.basis @ (_coefficients(self.lam, self.rho, k, self.time) * self.z[:, None])
+
+    def decay(self, k: torch.Tensor) -> torch.Tensor:
+        """decay_k(M) v, (N, m)."""
+        step = _decay_minus_one(self.lam.clamp_min(0)[:, None], self.rho, k, self.time)
+        return self.basis @ ((1 + step) * self.z[:, None])
+
+
+def _dense_spectral(matrix: torch.Tensor, start: torch.Tensor, rho: float, time: str,
+                    check: Callable[[float], None]) -> _Spectral:
+    """One dense eigendecomposition of a PSD matrix (N, N)."""
+    lam, vectors = torch.linalg.eigh(matrix)
+    check(float(lam.max()))
+    return _Spectral(vectors, lam, vectors.T @ start, rho, time)
 
 
 class _LargestEigenvalue:
     """Plain Lanczos from a random vector (three-term recurrence, no reorthogonalization): its
     largest Ritz value converges to lam_max from below."""
 
-    def __init__(self, n: int, dtype: torch.dtype, device) -> None:
-        generator = torch.Generator(device=device).manual_seed(0)
-        z = torch.randn(n, generator=generator, dtype=dtype, device=device)
-        self.vector, self.previous = z / z.norm(), torch.zeros_like(z)
+    def __init__(self, n: int, dtype: torch.dtype, device,
+                 start: torch.Tensor | None = None) -> None:
+        if start is None:
+            generator = torch.Generator(device=device).manual_seed(0)
+            start = torch.randn(n, generator=generator, dtype=dtype, device=device)
+        self.vector, self.previous = start / start.norm(), torch.zeros_like(start)
+        self.history: list[torch.Tensor] = []
         self.alpha, self.beta = [], [0.0]
         self.estimate, self.settled = 0.0, False
 
     def step(self, product: torch.Tensor) -> None:
         """Advance with product = M @ self.vector."""
+        self.history.append(self.vector)
         w = product - self.beta[-1] * self.previous
         self.alpha.append(float(self.vector @ w))
         w = w - self.alpha[-1] * self.vector
@@ -137,28 +185,49 @@ class _LargestEigenvalue:
 
     def update(self) -> float:
         t = _tridiagonal(self.alpha, self.beta[1:-1], self.vector.dtype, self.vector.device)
-        estimate = float(torch.linalg.eigvalsh(t).max())
+        values, vectors = torch.linalg.eigh(t)
+        estimate = float(values[-1])
+        self._ritz = vectors[:, -1]
         self.settled = abs(estimate - self.estimate) <= 1e-10 * abs(estimate) or (
             self.beta[-1] <= torch.finfo(t.dtype).eps * abs(estimate))
         self.estimate = estimate
         return estimate
 
+    def ritz_vector(self) -> torch.Tensor:
+        """The current approximation of the top eigenvector (a warm start for a nearby
+        operator)."""
+        return torch.stack(self.history[: len(self._ritz)]).T @ self._ritz
 
-def _lanczos_apply(matrix, start, rho, k, time, check) -> torch.Tensor:
-    """Krylov branch of _spectral_apply; see there."""
+
+def _krylov_spectral(apply: Callable[[torch.Tensor], torch.Tensor], start: torch.Tensor,
+                     rho: float, k: torch.Tensor, time: str,
+                     check: Callable[[float], None] | None,
+                     top: list[torch.Tensor | None] | None = None) -> _Spectral:
+    """Lanczos with full reorthogonalization from v = ``start`` (N,) for a PSD operator given by
+    ``apply(V)`` = M V (N, b): M ~ Q T Q^T on the Krylov space span{v, Mv, M^2 v, ...}, which holds
+    every c_k(M) v. Stops when c_k(M) v at the steps ``k`` changes by less than round-off between
+    checks (or the space is invariant, where it is exact). With ``check`` (discrete-time
+    stability), lam_max comes from a second Lanczos run from a random vector, sharing the
+    operator products, and ``check(lam_max)`` may raise; ``top`` ([vector or None]) holds the top
+    eigenvector of a nearby operator to start it from, and receives this one's."""
     n, dtype, device = len(start), start.dtype, start.device
     eps = torch.finfo(dtype).eps
     norm = float(start.norm())
     if norm == 0:  # a zero residual stays zero
-        return torch.zeros(n, len(k), dtype=dtype, device=device)
-    largest = _LargestEigenvalue(n, dtype, device)
-    basis = torch.empty(min(n, 128), n, dtype=dtype, device=device)  # rows q_0, q_1, ...
+        empty = start.new_zeros(0)
+        return _Spectral(start.new_zeros(n, 0), empty, empty, rho, time)
+    largest = None
+    if check is not None:
+        largest = _LargestEigenvalue(n, dtype, device, None if top is None else top[0])
+    basis = torch.empty(min(n, 64), n, dtype=dtype, device=device)  # rows q_0, q_1, ...
     basis[0] = start / norm
     alpha, beta, previous, settled, m = [], [], None, 0, 0
     while True:
         q = basis[m]
-        product = matrix @ torch.stack([q, largest.vector], dim=1)  # one pass over M for both
-        largest.step(product[:, 1])
+        columns = [q] if largest is None else [q, largest.vector]
+        product = apply(torch.stack(columns, dim=1))  # one pass over M for both
+        if largest is not None:
+            largest.step(product[:, 1])
         w = product[:, 0]
         alpha.append(float(q @ w))
         m += 1
@@ -166,11 +235,12 @@ def _lanczos_apply(matrix, start, rho, k, time, check) -> torch.Tensor:
             w = w - basis[:m].T @ (basis[:m] @ w)
         beta.append(float(w.norm()))
         invariant = beta[-1] <= eps * n * max(abs(a) for a in alpha)
-        if invariant or m == n or m % CHECK_EVERY == 0:
+        if invariant or m == n or m <= CHECK_EVERY or m % CHECK_EVERY == 0:
             theta, vectors = torch.linalg.eigh(_tridiagonal(alpha, beta[:-1], dtype, device))
-            largest.update()
-            if largest.settled:  # an unstable rate fails here, before the coefficients blow up
-                check(largest.estimate)
+            if largest is not None:
+                largest.update()
+                if largest.settled:  # an unstable rate fails here, before anything blows up
+                    check(largest.estimate)
             reduced = vectors @ (_coefficients(theta, rho, k, time) * (norm * vectors[0])[:, None])
             if previous is not None:  # change since the last check, per checkpoint
                 padded = torch.zeros_like(reduced)
@@ -185,12 +255,15 @@ def _lanczos_apply(matrix, start, rho, k, time, check) -> torch.Tensor:
         if m == len(basis):
             basis = torch.cat([basis, torch.empty_like(basis)])[:n]
         basis[m] = w / beta[-1]
-    while not largest.settled:  # the stability bound needs lam_max to round-off
-        for _ in range(CHECK_EVERY):
-            largest.step(matrix @ largest.vector)
-        largest.update()
-    check(max(largest.estimate, float(theta.max())))
-    return basis[:m].T @ reduced
+    if largest is not None:
+        while not largest.settled:  # the stability bound needs lam_max to round-off
+            for _ in range(CHECK_EVERY):
+                largest.step(apply(largest.vector[:, None])[:, 0])
+            largest.update()
+        check(max(largest.estimate, float(theta.max())))
+        if top is not None:
+            top[0] = largest.ritz_vector()
+    return _Spectral(basis[:m].T @ vectors, theta, norm * vectors[0], rho, time)
 
 
 def _tridiagonal(diagonal, off, dtype, device) -> torch.Tensor:
@@ -201,22 +274,7 @@ def _tridiagonal(diagonal, off, dtype, device) -> torch.Tensor:
     return t
 
 
-class _Center:
-    """A linearization point theta_c: the network there and its outputs on the stage patterns."""
-
-    def __init__(self, net: RepresentationNetwork, theta: torch.Tensor) -> None:
-        self.net = net
-        self.theta = theta.clone()
-        net.load_flat_parameters(theta)
-
-    def linear_outputs(self, patterns: PatternSet, delta: torch.Tensor):
-        """Linear model on ``patterns`` at theta_c + delta for delta (P, m):
-        (one (n, H_l, m) per layer, (n, O, m))."""
-        with torch.no_grad():
-            hidden, output = self.net.represent(patterns)
-        d_hidden, d_output = jacobian_product(self.net, patterns, delta)
-        return (tuple(h[..., None] + dh for h, dh in zip(hidden, d_hidden)),
-                output[..., None] + d_output)
+# -- a stage's training patterns and the linear model around a center ----------------------
 
 
 def _distinct(patterns: PatternSet) -> tuple[PatternSet, np.ndarray]:
@@ -235,85 +293,232 @@ def _distinct(patterns: PatternSet) -> tuple[PatternSet, np.ndarray]:
     return patterns[first[order]], counts[order].astype(float)
 
 
-def _segment_weights(center: _Center, stage: Stage, index: int, theta_start: torch.Tensor,
-                     local_steps: torch.Tensor, time: str) -> torch.Tensor:
-    """Forecast weights theta_k (P, m) after ``local_steps`` (m,) steps of ``stage`` from
-    theta_start under the linear model centered at ``center``.
+class _StageData:
+    """A stage's distinct training patterns X_u (n, O outputs) with multiplicities W, on the
+    forecast's device and dtype: weight (nO,) repeats W over outputs, root = W^1/2."""
 
-    On the distinct patterns X_u with multiplicities W (repeated over outputs):
-    J_s^T J_s = J_u^T W J_u and Theta_ss acts as W^1/2 Theta_uu W^1/2 on s = W^1/2 r, which has the
-    same nonzero eigenvalues; dual coefficients a_u give theta = theta_start - J_u^T W a_u.
+    def __init__(self, stage: Stage, index: int, like: torch.Tensor) -> None:
+        self.stage, self.index = stage, index
+        self.patterns, counts = _distinct(stage.patterns)
+        self.x, self.c, self.y = self.patterns.to(like.device, like.dtype)
+        self.n, self.n_out = self.y.shape
+        self.counts = torch.as_tensor(counts, dtype=like.dtype, device=like.device)
+        self.weight = self.counts[:, None].expand(self.n, self.n_out).reshape(-1)
+        self.root = self.weight.sqrt()
+        self.rho = stage.drift_rate / len(stage.patterns)
+        self.top: list[torch.Tensor | None] = [None]  # top eigenvector of the last kernel
+
+    def check(self, time: str) -> Callable[[float], None] | None:
+        """The discrete-time stability check of this stage (None in continuous time)."""
+        if time != "discrete":
+            return None
+        return lambda lam_max: _check_stable(self.stage, self.index, self.rho, lam_max)
+
+    def weighted_norm(self, values: torch.Tensor) -> float:
+        """|W^1/2 v| for v (n, U): every pattern counted with its multiplicity."""
+        return float((self.counts[:, None] * values.reshape(self.n, -1) ** 2).sum().sqrt())
+
+
+class _Linearization:
+    """The linear model around theta_c on a stage's distinct patterns: the network's hidden
+    layers and outputs there and the Jacobian J_c as a matrix-free operator (one Jacobian
+    evaluation)."""
+
+    def __init__(self, net: RepresentationNetwork, theta: torch.Tensor, data: _StageData) -> None:
+        self.net, self.data, self.theta = net, data, theta.clone()
+        net.load_flat_parameters(theta)
+        with torch.no_grad():
+            self.hidden, self.output = net(data.x, data.c)
+        self.operator = JacobianOperator(net, data.patterns)
+
+    def dense_kernel(self) -> torch.Tensor:
+        """Theta_uu (nO, nO) at theta_c."""
+        size = self.data.n * self.data.n_out
+        self.net.load_flat_parameters(self.theta)
+        return ntk_matrix(self.net, self.data.patterns).reshape(size, size)
+
+    def dense_jacobian(self) -> torch.Tensor:
+        """J_u (nO, P) at theta_c."""
+        self.net.load_flat_parameters(self.theta)
+        jac = jacobians(self.net, self.data.patterns, hidden=False).output
+        return jac.reshape(-1, jac.shape[-1])
+
+    def outputs_at(self, theta: torch.Tensor) -> torch.Tensor:
+        """f_lin(theta) on the stage patterns, (n, O)."""
+        if torch.equal(theta, self.theta):
+            return self.output
+        return self.output + self.operator.forward((theta - self.theta)[:, None])[1][..., 0]
+
+    def error(self, theta: torch.Tensor) -> float:
+        """The relative deviation of the network from this linear model at theta (module
+        docstring): max over the output and each hidden layer."""
+        d_hidden, d_output = self.operator.forward((theta - self.theta)[:, None], hidden=True)
+        hidden, output = represent_at(self.net, theta[None], self.data.x, self.data.c)
+        worst = 0.0
+        for value, center, change in zip((*hidden, output), (*self.hidden, self.output),
+                                         (*d_hidden, d_output)):
+            size = self.data.weighted_norm(change[..., 0])
+            if size > 0:
+                gap = self.data.weighted_norm(value[0] - center - change[..., 0])
+                worst = max(worst, gap / size)
+        return worst
+
+
+# -- one segment: the linear dynamics from theta_start ---------------------------------------
+
+
+class _MeanSquaredSegment:
+    """MSE dynamics of the linear model from theta_start in closed form: weights(k) (P, m) at
+    steps k (m,) of the segment.
+
+    Dual: on s = W^1/2 r with M = W^1/2 Theta_uu W^1/2 (same nonzero spectrum as Theta_ss),
+    theta_k = theta_start - J_u^T W^1/2 c_k(M) s_0 and r_k = W^-1/2 decay_k(M) s_0. Primal (dense
+    only): G = J^T W J (P x P), theta_k = theta_start - c_k(G) J^T W r_0.
     """
-    rho = stage.drift_rate / len(stage.patterns)
-    if int(local_steps.max()) == 0:
-        return theta_start[:, None].expand(-1, len(local_steps)).clone()
-    patterns, counts = _distinct(stage.patterns)
-    _, f_start = center.linear_outputs(patterns, (theta_start - center.theta)[:, None])
-    f_start = f_start[..., 0]
-    y = patterns.to(f_start.device, f_start.dtype)[2]
-    n, n_out = f_start.shape
-    weight = torch.as_tensor(counts, dtype=f_start.dtype, device=f_start.device)
-    weight = weight[:, None].expand(n, n_out).reshape(-1)
-    root = weight.sqrt()
 
-    def check(lam_max: float) -> None:
-        if time == "discrete":
-            _check_stable(stage, index, rho, lam_max)
+    def __init__(self, lin: _Linearization, theta_start: torch.Tensor, k: torch.Tensor,
+                 time: str, factorization: str, stability: bool = True) -> None:
+        data, op = lin.data, lin.operator
+        self.lin, self.theta_start = lin, theta_start
+        f_start = lin.outputs_at(theta_start)
+        self.residual = (f_start - data.y).reshape(-1)
+        start = data.root * self.residual
+        size, n_params = len(start), op.n_parameters
+        space = _choose_factorization(factorization, size, n_params, op.product_cost())
+        check = data.check(time) if stability else None
+        if check is None and space != "krylov":
+            check = lambda lam_max: None  # noqa: E731 (no stability bound in continuous time)
+        self.primal = space == "primal"
+        if self.primal:
+            jac = data.root[:, None] * lin.dense_jacobian()
+            self.spectral = _dense_spectral(jac.T @ jac, jac.T @ start, data.rho, time, check)
+        elif space == "dual":
+            matrix = data.root[:, None] * lin.dense_kernel() * data.root[None, :]
+            self.spectral = _dense_spectral(matrix, start, data.rho, time, check)
+        else:
+            self.spectral = _krylov_spectral(self._apply, start, data.rho, k, time, check,
+                                             data.top)
 
-    if stage.loss == "mse":
-        r0 = (f_start - y).reshape(-1)
-        P, nO = center.theta.numel(), r0.numel()
-        if P < nO:  # primal: G = J^T J (P x P), d_k = -c_k(G) J^T r_0
-            jac = root[:, None] * jacobians(center.net, patterns).output.reshape(nO, P)
-            delta = -_spectral_apply(jac.T @ jac, jac.T @ (root * r0), rho, local_steps, time,
-                                     check)
-            return theta_start[:, None] + delta
-        theta_uu = ntk_matrix(center.net, patterns).reshape(nO, nO)
-        theta_uu = root[:, None] * theta_uu * root[None, :]
-        weighted = root[:, None] * _spectral_apply(theta_uu, root * r0, rho, local_steps, time,
-                                                   check)  # = W a_u
-    else:
-        weighted = weight[:, None] * _function_space(center, patterns, weight, stage.loss,
-                                                     f_start, y, rho, local_steps, time)
-    delta = -jacobian_transpose_product(center.net, patterns,
-                                        weighted.reshape(n, n_out, weighted.shape[-1]))
-    return theta_start[:, None] + delta
+    def _apply(self, v: torch.Tensor) -> torch.Tensor:
+        """M v = W^1/2 Theta_uu W^1/2 v for v (nO, b), matrix-free."""
+        data = self.lin.data
+        scaled = (data.root[:, None] * v).reshape(data.n, data.n_out, -1)
+        return data.root[:, None] * self.lin.operator.kernel(scaled).reshape(len(v), -1)
+
+    def weights(self, k: torch.Tensor) -> torch.Tensor:
+        if self.primal:
+            return self.theta_start[:, None] - self.spectral.coefficients(k)
+        data = self.lin.data
+        weighted = data.root[:, None] * self.spectral.coefficients(k)  # W a_u
+        return self.theta_start[:, None] - self.lin.operator.transpose(
+            weighted.reshape(data.n, data.n_out, -1))
 
 
-def _function_space(center: _Center, patterns: PatternSet, weight: torch.Tensor, loss: str,
-                    f_start: torch.Tensor, y: torch.Tensor, rho: float, local_steps: torch.Tensor,
-                    time: str) -> torch.Tensor:
-    """Dual coefficients a_k = sum_{j<k} rho g(f_j) (nO, m) for a loss with nonlinear gradient,
-    f_{j+1} = f_j - rho Theta W g(f_j) (discrete) or df/dk = -rho Theta W g(f) (continuous), on
-    distinct patterns with multiplicities W."""
-    n, n_out = f_start.shape
-    theta_uu = ntk_matrix(center.net, patterns).reshape(n * n_out, n * n_out) * weight[None, :]
-    wanted = local_steps.long().tolist()
-    if time == "discrete":
-        f, a, out, record = f_start.reshape(-1), torch.zeros_like(weight), {}, set(wanted)
-        for k in range(max(wanted) + 1):
-            if k in record:
-                out[k] = a.clone()
-            g = rho * loss_gradient(f.reshape(n, n_out), y, loss).reshape(-1)
-            f, a = f - theta_uu @ g, a + g
-        return torch.stack([out[k] for k in wanted], dim=-1)
-    theta_np = theta_uu.detach().cpu().numpy().astype(np.float64)
+def _choose_factorization(factorization: str, size: int, n_params: int,
+                          product_cost: float) -> str:
+    """"dual" (dense nO x nO), "primal" (dense P x P) or "krylov" (matrix-free Lanczos), by
+    estimated multiply-adds: building a dense kernel costs about nO kernel products and its
+    eigendecomposition about 6 N^3; Lanczos about KRYLOV_PRODUCTS products."""
+    dense = {"dual": size * product_cost + 6.0 * size**3,
+             "primal": size * n_params**2 + 6.0 * n_params**3 + product_cost * n_params}
+    dense = {space: cost for space, cost in dense.items()
+             if min(size, n_params) <= DENSE_LIMIT and (size if space == "dual" else n_params)
+             <= DENSE_LIMIT}
+    if factorization == "krylov" or (factorization == "auto" and (
+            not dense or min(dense.values()) > KRYLOV_PRODUCTS * product_cost)):
+        return "krylov"
+    if not dense:
+        raise ValueError(f"factorization='dense' needs nO or P <= {DENSE_LIMIT} (here nO = "
+                         f"{size}, P = {n_params}): use factorization='auto' or 'krylov'")
+    return min(dense, key=dense.get)
 
-    def rhs(_, state):
-        f = torch.as_tensor(state[: n * n_out]).to(y)
-        g = rho * loss_gradient(f.reshape(n, n_out), y, loss).reshape(-1)
-        g = g.cpu().numpy().astype(np.float64)
-        return np.concatenate([-theta_np @ g, g])
 
-    start = np.concatenate([f_start.reshape(-1).cpu().numpy(), np.zeros(n * n_out)])
-    times = sorted(set(wanted))
-    solution = solve_ivp(rhs, (0, max(wanted)), start, t_eval=times, method="LSODA", rtol=1e-10,
-                         atol=1e-12)
-    if not solution.success:
-        raise ValueError(f"the gradient-flow ODE failed ({solution.message}); use "
-                         f"time='discrete'")
-    by_step = dict(zip(times, solution.y[n * n_out:].T))
-    return torch.as_tensor(np.stack([by_step[k] for k in wanted], axis=-1)).to(f_start)
+class _FunctionSpaceSegment:
+    """Losses with a nonlinear gradient: f_{j+1} = f_j - rho Theta W g(f_j) (discrete) or
+    df/dk = -rho Theta W g(f) (continuous) on the stage patterns, accumulating dual
+    coefficients a_k = sum_{j<k} rho g(f_j); theta_k = theta_start - J_u^T W a_k."""
+
+    def __init__(self, lin: _Linearization, theta_start: torch.Tensor, time: str) -> None:
+        data = lin.data
+        self.lin, self.theta_start, self.time = lin, theta_start, time
+        self.f_start = lin.outputs_at(theta_start).reshape(-1)
+        size = len(self.f_start)
+        if size <= FUNCTION_SPACE_DENSE:
+            kernel = lin.dense_kernel() * data.weight[None, :]
+            self._kernel = lambda g: kernel @ g
+        else:
+            self._kernel = lambda g: lin.operator.kernel(
+                (data.weight * g).reshape(data.n, data.n_out, 1)).reshape(-1)
+        self._solved, self._solution = {}, None
+
+    def _gradient(self, f: torch.Tensor) -> torch.Tensor:
+        data = self.lin.data
+        return data.rho * loss_gradient(f.reshape(data.n, data.n_out), data.y,
+                                        data.stage.loss).reshape(-1)
+
+    def _states(self, k: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """(f_k, a_k) per requested step."""
+        wanted = [int(step) for step in k.tolist()]
+        if self.time == "discrete":
+            missing = sorted(set(wanted) - set(self._solved))
+            if missing:
+                f, a = self.f_start, torch.zeros_like(self.f_start)
+                for step in range(max(missing) + 1):
+                    if step in missing:
+                        self._solved[step] = (f, a)
+                    g = self._gradient(f)
+                    f, a = f - self._kernel(g), a + g
+            return [self._solved[step] for step in wanted]
+        horizon = max(wanted)
+        if self._solution is None or self._solution.t[-1] < horizon:
+            self._solution = self._integrate(max(horizon, 1))
+        states = torch.as_tensor(self._solution.sol(np.asarray(wanted, dtype=float))).to(
+            self.f_start)
+        size = len(self.f_start)
+        return [(states[:size, i], states[size:, i]) for i in range(len(wanted))]
+
+    def _integrate(self, horizon: int):
+        size = len(self.f_start)
+
+        def rhs(_, state):
+            f = torch.as_tensor(state[:size]).to(self.f_start)
+            g = self._gradient(f)
+            return np.concatenate([(-self._kernel(g)).cpu().numpy(), g.cpu().numpy()])
+
+        start = np.concatenate([self.f_start.cpu().numpy(), np.zeros(size)]).astype(np.float64)
+        solution = solve_ivp(rhs, (0, horizon), start, method="LSODA", rtol=1e-10, atol=1e-12,
+                             dense_output=True)
+        if not solution.success:
+            raise ValueError(f"the gradient-flow ODE failed ({solution.message}); use "
+                             f"time='discrete'")
+        return solution
+
+    def weights(self, k: torch.Tensor) -> torch.Tensor:
+        data = self.lin.data
+        a = torch.stack([a for _, a in self._states(k)], dim=-1)
+        return self.theta_start[:, None] - self.lin.operator.transpose(
+            (data.weight[:, None] * a).reshape(data.n, data.n_out, -1))
+
+
+def _segment(lin: _Linearization, theta_start: torch.Tensor, k: torch.Tensor, time: str,
+             factorization: str, stability: bool = True):
+    """The linear dynamics of lin's stage from theta_start, ready for the steps k (m,);
+    ``stability``: check the discrete-time stability bound of this linear model."""
+    if lin.data.stage.loss == "mse":
+        return _MeanSquaredSegment(lin, theta_start, k, time, factorization, stability)
+    return _FunctionSpaceSegment(lin, theta_start, time)
+
+
+# -- the forecast over a curriculum ----------------------------------------------------------
+
+
+class _Record:
+    """Forecast weights (P, m) at global steps (m,), with the center theta_c of their linear
+    model and their stage."""
+
+    def __init__(self, steps: np.ndarray, weights: torch.Tensor, center: torch.Tensor,
+                 data: _StageData) -> None:
+        self.steps, self.weights, self.center, self.data = steps, weights, center, data
 
 
 def forecast(
@@ -323,11 +528,13 @@ def forecast(
     checkpoints: int | Sequence[int] = 101,
     time: str = "discrete",
     readout: str | Sequence[str] = READOUTS,
-    relinearize: int = 1,
+    relinearize: int | str = 1,
+    tolerance: float = 0.05,
     record_weights: bool = True,
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
     progress: Callable[[int], None] | None = None,
+    factorization: str = "auto",
 ) -> xr.Dataset:
     """Forecast hidden representations and outputs on ``probes`` from the initial weights and the
     curriculum alone (equations in the module docstring), in the trainer's layout.
@@ -337,14 +544,20 @@ def forecast(
       hidden(time, readout, item, unit), output(time, readout, item, output_unit),
       target(item, output_unit), loss(time, readout) (mean per-pattern loss on the patterns of
       the stage that produced the state), probe_loss(time, readout), and, with record_weights,
-      weights(time, parameter) = theta_0 + d (coords parameter, parameter_group).
+      weights(time, parameter) = theta_0 + d (coords parameter, parameter_group);
+      segment_start(segment), segment_steps(segment), segment_error(segment) and
+      segment_stage(segment): where the linear model was (re)centered, for how many steps, and
+      its relative deviation from the network at the segment end (module docstring); attrs
+      jacobian_evaluations and rejected_segments.
     readout "linear" = h_c + J_h,c (theta - theta_c) (h_0 + J_h d with the frozen kernel);
     "network" = the network evaluated at the forecast weights. ``time`` counts steps (parameter
     updates) for both time="discrete" (gradient descent on the linear model, exact) and
     time="continuous" (gradient flow, t = eta * steps). Minibatch and online stages are forecast
     by their full-batch drift (Stage.drift_rate); their fluctuations are not modelled.
-    relinearize=R: R segments per stage, the linear model recentered at the forecast weights at
-    each segment start (1 = frozen kernel at theta_0; R = steps reproduces gradient descent).
+    relinearize=R: R equal segments per stage, the linear model recentered at the forecast
+    weights at each segment start (1 = frozen kernel at theta_0; R = steps reproduces gradient
+    descent); "auto": segment lengths chosen so that each segment's error <= ``tolerance``.
+    factorization: "auto" (by estimated cost), "dense" or "krylov" (module docstring).
     checkpoints: a count spread over the curriculum or explicit steps (results.checkpoint_steps).
     Tensors follow ``device``/``dtype`` (default: the network's); the caller's network is not
     modified. ``progress(steps_done)`` is called after each segment.
@@ -356,50 +569,157 @@ def forecast(
         raise ValueError(f"readout must be drawn from {READOUTS}, got {readout!r}")
     if time not in TIMES:
         raise ValueError(f"time must be one of {TIMES}, got {time!r}")
-    if not (isinstance(relinearize, (int, np.integer)) and relinearize >= 1):
-        raise ValueError(f"relinearize must be a positive number of segments, got {relinearize!r}")
+    if factorization not in FACTORIZATIONS:
+        raise ValueError(f"factorization must be one of {FACTORIZATIONS}, got {factorization!r}")
+    adaptive = relinearize == "auto"
+    if not adaptive and not (isinstance(relinearize, (int, np.integer))
+                             and not isinstance(relinearize, bool) and relinearize >= 1):
+        raise ValueError(f"relinearize must be a positive number of segments or 'auto', got "
+                         f"{relinearize!r}")
+    if not (isinstance(tolerance, (int, float, np.floating)) and math.isfinite(tolerance)
+            and tolerance > 0):
+        raise ValueError(f"tolerance must be a positive finite number (the largest relative "
+                         f"deviation of the network from its linear model per segment, e.g. "
+                         f"0.05), got {tolerance!r}")
     net = placed(network, device, dtype)
     if net.n_parameters == 0:
         raise ValueError("the network has no trainable weights: call set_trainable first")
     center_net = copy.deepcopy(net)  # weights are loaded into it; the caller's stay untouched
     theta0 = net.flat_parameters()
     steps = checkpoint_steps(checkpoints, curriculum.total_steps)
-    center = _Center(center_net, theta0)
-    theta, records = theta0.clone(), []  # records: (global steps, theta (P, m), center, stage)
-    global_start = 0
+    run = _Run(center_net, theta0, steps, time, factorization, progress)
     for index, stage in enumerate(curriculum.stages):
+        data = _StageData(stage, index, theta0)
+        if adaptive:
+            run.adaptive_stage(data, tolerance)
+        else:
+            run.equal_segments(data, relinearize)
+    options = {"time": time, "readout": list(readouts), "relinearize": relinearize,
+               "factorization": factorization}
+    if adaptive:
+        options["tolerance"] = float(tolerance)
+    ds = _dataset(net, curriculum, probes, steps, run.records, readouts, record_weights,
+                  center_net, theta0, options)
+    starts, lengths, errors, stages = (np.array(column) for column in zip(*run.segments))
+    ds["segment_start"] = ("segment", starts.astype(int))
+    ds["segment_steps"] = ("segment", lengths.astype(int))
+    ds["segment_error"] = ("segment", errors.astype(float))
+    ds["segment_stage"] = ("segment", stages.astype(int))
+    ds = ds.assign_coords(segment=("segment", np.arange(len(starts))))  # cells of a sweep differ
+    ds["segment_start"].attrs.update(units="steps", long_name="global step at which the "
+                                     "linear model was (re)centered")
+    ds["segment_error"].attrs["long_name"] = ("relative deviation of the network from the "
+                                              "segment's linear model at its end")
+    ds.attrs["jacobian_evaluations"] = run.jacobian_evaluations
+    ds.attrs["rejected_segments"] = run.rejected
+    return ds
+
+
+class _Run:
+    """The forecast weights over a curriculum, segment by segment: records for the readouts and
+    a log of the segments (global start, steps, error, stage)."""
+
+    def __init__(self, net, theta0, steps, time, factorization, progress) -> None:
+        self.net, self.theta0, self.theta = net, theta0, theta0.clone()
+        self.steps, self.time, self.factorization = steps, time, factorization
+        self.progress = progress
+        self.records: list[_Record] = []
+        self.segments: list[tuple[int, int, float, int]] = []
+        self.jacobian_evaluations, self.rejected = 0, 0
+        self.start = 0  # global step of the current stage's start
+        self.proposal: int | None = None  # the adaptive controller's next segment length
+
+    def _linearize(self, theta: torch.Tensor, data: _StageData) -> _Linearization:
+        self.jacobian_evaluations += 1
+        return _Linearization(self.net, theta, data)
+
+    def _local(self, lo: int, hi: int) -> tuple[np.ndarray, torch.Tensor]:
+        """Checkpoints in the global steps (lo, hi] (step 0 included in the first segment) and
+        their local steps with the segment length hi - lo appended, (m + 1,)."""
+        wanted = self.steps[((self.steps > lo) | (lo == 0)) & (self.steps <= hi)
+                            & (self.steps >= lo)]
+        local = torch.as_tensor(np.append(wanted - lo, hi - lo), dtype=self.theta.dtype,
+                                device=self.theta.device)
+        return wanted, local
+
+    def _advance(self, lin, segment, data, lo, hi, error=None) -> None:
+        """Record the checkpoints of a segment covering global steps (lo, hi] and move to its
+        end; ``error`` is the segment's (module docstring), computed here when not given."""
+        wanted, local = self._local(lo, hi)
+        weights = segment.weights(local)
+        if len(wanted):
+            self.records.append(_Record(wanted, weights[:, :-1], lin.theta, data))
+        self.theta = weights[:, -1]
+        if error is None:
+            error = lin.error(self.theta) if hi > lo else 0.0
+        self.segments.append((lo, hi - lo, error, data.index))
+        if self.progress is not None:
+            self.progress(hi)
+
+    def equal_segments(self, data: _StageData, relinearize: int) -> None:
+        stage = data.stage
         bounds = np.round(np.linspace(0, stage.steps, min(relinearize, max(stage.steps, 1)) + 1))
+        lin = None
         for seg_start, seg_end in zip(bounds[:-1].astype(int), bounds[1:].astype(int)):
-            if relinearize > 1:
-                center = _Center(center_net, theta)
-            first = global_start == 0 and index == 0 and seg_start == 0
-            lo, hi = global_start + seg_start, global_start + seg_end
-            wanted = steps[((steps > lo) | first) & (steps <= hi) & (steps >= lo)]
-            local = torch.as_tensor(np.append(wanted - lo, seg_end - seg_start),
-                                    dtype=theta.dtype, device=theta.device)
-            weights = _segment_weights(center, stage, index, theta, local, time)
-            if len(wanted):
-                records.append((wanted, weights[:, :-1], center.theta, index))
-            theta = weights[:, -1]
-            if progress is not None:
-                progress(hi)
-        global_start += stage.steps
-    return _dataset(net, curriculum, probes, steps, records, readouts, time, relinearize,
-                    record_weights, center_net, theta0)
+            if lin is None or relinearize > 1:
+                lin = self._linearize(self.theta if relinearize > 1 else self.theta0, data)
+            lo, hi = self.start + seg_start, self.start + seg_end
+            segment = _segment(lin, self.theta, self._local(lo, hi)[1], self.time,
+                               self.factorization)
+            self._advance(lin, segment, data, lo, hi)
+        self.start += stage.steps
+
+    def adaptive_stage(self, data: _StageData, tolerance: float) -> None:
+        """Segments of the stage whose error stays under ``tolerance`` (module docstring)."""
+        stage, done, lo = data.stage, 0, self.start
+        length = self.proposal or max(1, stage.steps // 32)
+        if stage.steps == 0:
+            lin = self._linearize(self.theta, data)
+            self._advance(lin, _segment(lin, self.theta, self._local(lo, lo)[1], self.time,
+                                        self.factorization), data, lo, lo)
+        while done < stage.steps:
+            lin = self._linearize(self.theta, data)
+            remaining = stage.steps - done
+            trial = min(length, remaining)
+            lo = self.start + done
+            # the stability bound is checked at the stage's start, as for the frozen kernel;
+            # later, a linear model that would diverge fails the error control instead
+            segment = _segment(lin, self.theta, self._local(lo, lo + trial)[1], self.time,
+                               self.factorization, stability=done == 0)
+            while True:
+                error = lin.error(segment.weights(torch.tensor(
+                    [float(trial)], dtype=self.theta.dtype, device=self.theta.device))[:, 0])
+                if error <= tolerance or trial == 1:
+                    break
+                self.rejected += 1  # shorter, from the same factorization
+                trial = max(1, int(trial * max(GROWTH[0], SAFETY * tolerance / error)))
+            self._advance(lin, segment, data, lo, lo + trial, error)
+            factor = min(GROWTH[1], max(GROWTH[0], SAFETY * tolerance / max(error, 1e-300)))
+            grown = max(1, int(trial * factor))
+            length = max(length, grown) if trial == remaining and error <= tolerance else grown
+            done += trial
+        self.proposal = length
+        self.start += stage.steps
 
 
-def _readout(kind: str, center: _Center, patterns: PatternSet, weights: torch.Tensor):
-    """Hidden (one (m, n, H_l) per layer) and output (m, n, O) on ``patterns`` for forecast
-    weights (P, m): the linear model around ``center`` or the network itself."""
+def _readout(kind: str, center_net, center: torch.Tensor, patterns: PatternSet,
+             weights: torch.Tensor, hidden: bool = True):
+    """Hidden (one (m, n, H_l) per layer, or () without ``hidden``) and output (m, n, O) on
+    ``patterns`` for forecast weights (P, m): the linear model around ``center`` (loaded into
+    center_net) or the network itself."""
     if kind == "linear":
-        hidden, output = center.linear_outputs(patterns, weights - center.theta[:, None])
-        return tuple(h.movedim(-1, 0) for h in hidden), output.movedim(-1, 0)
+        with torch.no_grad():
+            layers, output = center_net.represent(patterns)
+        d_layers, d_output = JacobianOperator(center_net, patterns).forward(
+            weights - center[:, None], hidden=hidden)
+        return (tuple((h[..., None] + dh).movedim(-1, 0) for h, dh in zip(layers, d_layers)),
+                (output[..., None] + d_output).movedim(-1, 0))
     x, c, _ = patterns.to(weights.device, weights.dtype)
-    return represent_at(center.net, weights.T, x, c)
+    return represent_at(center_net, weights.T, x, c)
 
 
-def _dataset(net, curriculum, probes, steps, records, readouts, time, relinearize,
-             record_weights, center_net, theta0) -> xr.Dataset:
+def _dataset(net, curriculum, probes, steps, records, readouts, record_weights, center_net,
+             theta0, options) -> xr.Dataset:
     """Evaluate the readouts at every checkpoint and assemble the trainer's layout."""
     like = theta0.new_empty(0)
     n_t, n_r, n_p = len(steps), len(readouts), len(probes)
@@ -408,31 +728,29 @@ def _dataset(net, curriculum, probes, steps, records, readouts, time, relineariz
     loss, probe_loss = like.new_empty(n_t, n_r), like.new_empty(n_t, n_r)
     y_probe = probes.to(like.device, like.dtype)[2]
     row = 0
-    for wanted, weights, center_theta, stage_index in records:
-        stage = curriculum.stages[stage_index]
-        rows = slice(row, row + len(wanted))
-        row += len(wanted)
-        center = _Center(center_net, center_theta)
-        distinct, counts = _distinct(stage.patterns)  # the stage loss needs each pattern once
-        y_stage = distinct.to(like.device, like.dtype)[2]
-        share = torch.as_tensor(counts / counts.sum(), dtype=like.dtype, device=like.device)
+    for record in records:
+        data = record.data
+        rows = slice(row, row + len(record.steps))
+        row += len(record.steps)
+        center_net.load_flat_parameters(record.center)
+        share = data.counts / data.counts.sum()  # the stage loss counts each pattern once
         for r, kind in enumerate(readouts):
-            layers, out = _readout(kind, center, probes, weights)
+            layers, out = _readout(kind, center_net, record.center, probes, record.weights)
             for target, layer in zip(hidden, layers):
                 target[rows, r] = layer
             output[rows, r] = out
-            probe_loss[rows, r] = pattern_loss(out, y_probe, stage.loss).mean(-1)
-            stage_output = _readout(kind, center, distinct, weights)[1]
-            loss[rows, r] = pattern_loss(stage_output, y_stage, stage.loss) @ share
+            probe_loss[rows, r] = pattern_loss(out, y_probe, data.stage.loss).mean(-1)
+            stage_output = _readout(kind, center_net, record.center, data.patterns,
+                                    record.weights, hidden=False)[1]
+            loss[rows, r] = pattern_loss(stage_output, data.y, data.stage.loss) @ share
     ds = representation_dataset(hidden, output, steps, probes, leading_dims=("time", "readout"),
                                 leading_coords={"readout": ("readout", list(readouts))})
     ds["loss"] = (("time", "readout"), loss.cpu().numpy())
     ds["probe_loss"] = (("time", "readout"), probe_loss.cpu().numpy())
-    all_weights = (torch.cat([weights.T for _, weights, _, _ in records]) if record_weights
+    all_weights = (torch.cat([record.weights.T for record in records]) if record_weights
                    else None)
     return finish_run(ds, net, curriculum, probes, steps, all_weights, "forecast", theta0.device,
-                      theta0.dtype, forecast={"time": time, "readout": list(readouts),
-                                              "relinearize": relinearize})
+                      theta0.dtype, forecast=options)
 
 
 def modes(network: RepresentationNetwork, stage: Stage, probes: PatternSet,

@@ -33,6 +33,8 @@ xarray dims: DESIGN.md names the output dim ``output``; xarray forbids a dim nam
 
 from __future__ import annotations
 
+import copy
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -541,6 +543,156 @@ def _forward(net, x, c, d, structured: bool, size: int, keep_hidden: bool = True
         hidden.append(h if keep_hidden else ())
         output.append(f)
     return tuple(torch.cat(layer) for layer in zip(*hidden)), torch.cat(output)
+
+
+class JacobianOperator:
+    """J(X) at the network's current weights as a matrix-free linear operator on a fixed pattern
+    set X (n patterns, O outputs, P trainable weights), for repeated products such as Lanczos on
+    the eNTK Theta = J_f J_f^T.
+
+    Structured networks: each pattern block's forward pass (activations and slopes) is computed
+    once; a product J d is then forward-mode differentiation and J^T a backpropagation of all m
+    columns at once, every step a plain matrix product with the m columns inside the pattern
+    rows (layout (n, m, K)): about 2 n m sum_l K_l (in_l + K_(l+1)) multiply-adds, memory linear
+    in n, never (nO)^2. Generic networks: torch.func jvp / vjp per block. The operator keeps what
+    it needs, so the network's weights may change afterwards.
+
+      forward(d)   J d for d (P, m): (one (n, H_l, m) per hidden layer or (), (n, O, m))
+      transpose(a) J_f^T a for a (n, O, m): (P, m)
+      kernel(a)    Theta a = J_f (J_f^T a): (n, O, m)
+    """
+
+    def __init__(self, network: RepresentationNetwork, patterns: PatternSet, method: str = "auto",
+                 block_size: int | None = None) -> None:
+        _check_block_size(block_size)
+        net, (x, c, _) = _place(network, patterns, None, None)
+        self.structured = _resolve_method(net, method) == "structured"
+        self.n, self.n_outputs = len(patterns), patterns.n_outputs
+        self.n_parameters = net.n_parameters
+        self._shapes = {name: tuple(p.shape) for name, p in net.trainable_parameters().items()}
+        self._widths = (*net.hidden_sizes, self.n_outputs)
+        size = _pattern_block(block_size, net, self.n_outputs, 1, self.n)
+        self._rows = _blocks(self.n, size)
+        if self.structured:
+            self._cached = []
+            for rows in self._rows:
+                layers = _layers(net, x[rows], _rows_of(c, rows))
+                for layer in layers:  # own the chain weights: the network may be reloaded
+                    layer.chain = None if layer.chain is None else layer.chain.clone()
+                self._cached.append(layers)
+        else:
+            self._net = copy.deepcopy(net)
+            self._x, self._c = x, c
+
+    def forward(self, d: torch.Tensor, hidden: bool = False):
+        """J d for directions d (P, m): (hidden layers or (), (n, O, m))."""
+        if self.structured:
+            arranged = self._split(d)
+            parts = [self._push(layers, arranged, d.shape[-1], hidden) for layers in self._cached]
+        else:
+            parts = [_generic_forward_product(self._net, self._x[rows], _rows_of(self._c, rows), d)
+                     for rows in self._rows]
+        outputs = torch.cat([f for _, f in parts])
+        layers = tuple(torch.cat(layer) for layer in zip(*(h for h, _ in parts))) if hidden \
+            else ()
+        return layers, outputs
+
+    def transpose(self, a: torch.Tensor) -> torch.Tensor:
+        """J_f^T a = sum_i J_f(x_i)^T a_i for a (n, O, m): (P, m)."""
+        if not self.structured:
+            return sum(_generic_transpose(self._net, self._x[rows], _rows_of(self._c, rows),
+                                          a[rows]) for rows in self._rows)
+        columns = a.transpose(1, 2)  # (n, m, O)
+        total = None
+        for rows, layers in zip(self._rows, self._cached):
+            part = self._pull(layers, columns[rows])
+            total = part if total is None else {k: total[k].add_(v) for k, v in part.items()}
+        return torch.cat([self._finish(name, total[name]) for name in self._shapes])
+
+    def kernel(self, a: torch.Tensor) -> torch.Tensor:
+        """Theta a = J_f (J_f^T a) for a (n, O, m): (n, O, m)."""
+        return self.forward(self.transpose(a))[1]
+
+    def product_cost(self) -> float:
+        """Estimated multiply-adds of one kernel(a) column (used to choose dense or Krylov)."""
+        return 4.0 * self.n * (self.n_parameters + self.n_outputs * sum(self._widths))
+
+    # -- structured internals: m columns inside pattern rows, (n, m, K) --------------------------
+
+    def _split(self, d: torch.Tensor) -> dict:
+        """Directions d (P, m) per trainable weight: a weight (K, in) as (in, m K), a bias as
+        (m, K)."""
+        pieces = torch.split(d, [math.prod(shape) for shape in self._shapes.values()])
+        arranged = {}
+        for (name, shape), piece in zip(self._shapes.items(), pieces):
+            if len(shape) == 1:
+                arranged[name] = piece.T
+            else:
+                arranged[name] = piece.view(*shape, -1).permute(1, 2, 0).reshape(shape[1], -1)
+        return arranged
+
+    @staticmethod
+    def _push(layers: list[_Layer], arranged: dict, m_cols: int, keep_hidden: bool):
+        """Forward-mode product through the layers: (hidden (n, K_l, m) or (), (n, O, m))."""
+        n = layers[0].post.shape[0]
+        tangent, hidden = None, []
+        for m, layer in enumerate(layers):
+            width, weights = layer.width, [(name, a) for name, a in layer.params if a is not None]
+            dz = None
+            if weights:  # one product for all of the layer's weights: [a_1 a_2 ..] [D_1; D_2; ..]
+                sources = torch.cat([a for _, a in weights], 1)
+                dz = sources @ torch.cat([arranged[name] for name, _ in weights])
+            if tangent is not None:
+                flat = tangent.reshape(-1, tangent.shape[-1])
+                chain = layers[m - 1].chain.T
+                dz = flat @ chain if dz is None else dz.view(-1, width).addmm_(flat, chain)
+            for name, source in layer.params:
+                if source is None:  # a bias direction (m, K)
+                    dz = (arranged[name].expand(n, -1, -1).clone() if dz is None
+                          else dz.view(n, m_cols, width).add_(arranged[name]))
+            if dz is not None:
+                dz = dz.view(n, m_cols, width)
+                tangent = dz if layer.slope is None else dz.mul_(layer.slope[:, None, :])
+            if keep_hidden and m < len(layers) - 1:
+                hidden.append(tangent.transpose(1, 2) if tangent is not None
+                              else layer.post.new_zeros(n, width, m_cols))
+        output = (tangent.transpose(1, 2) if tangent is not None
+                  else layers[-1].post.new_zeros(n, layers[-1].width, m_cols))
+        return tuple(hidden), output
+
+    @staticmethod
+    def _pull(layers: list[_Layer], columns: torch.Tensor) -> dict:
+        """Backpropagation of output coefficients (n, m, O): per trainable weight, (in, m, K) for a
+        weight and (m, K) for a bias."""
+        n, m_cols = columns.shape[:2]
+        top = layers[-1]
+        delta = columns if top.slope is None else columns * top.slope[:, None, :]
+        lowest = min((m for m, layer in enumerate(layers) if layer.params), default=len(layers))
+        grads = {}
+        for m in range(len(layers) - 1, lowest - 1, -1):
+            layer = layers[m]
+            weights = [(name, a) for name, a in layer.params if a is not None]
+            if weights:  # one product for all of the layer's weights
+                sources = torch.cat([a for _, a in weights], 1)
+                stacked = (sources.T @ delta.reshape(n, -1)).view(-1, m_cols, layer.width)
+                grads.update(zip([name for name, _ in weights],
+                                 stacked.split([a.shape[1] for _, a in weights])))
+            for name, source in layer.params:
+                if source is None:
+                    grads[name] = delta.sum(0)
+            if m > lowest:
+                below = layers[m - 1]
+                delta = (delta.reshape(-1, layer.width) @ below.chain).view(n, m_cols,
+                                                                            below.width)
+                if below.slope is not None:
+                    delta.mul_(below.slope[:, None, :])
+        return grads
+
+    def _finish(self, name: str, grad: torch.Tensor) -> torch.Tensor:
+        """One weight's (in, m, K) or bias's (m, K) gradient as flat rows (numel, m)."""
+        if grad.ndim == 2:
+            return grad.T
+        return grad.permute(2, 0, 1).reshape(-1, grad.shape[1])
 
 
 def _coefficients(a: torch.Tensor, n: int, n_out: int, like: torch.Tensor, name: str):

@@ -57,6 +57,8 @@ def checkpoint_steps(checkpoints: int | Sequence[int], total_steps: int) -> np.n
 
 def stack_hidden(hidden: Sequence[torch.Tensor]) -> np.ndarray:
     """Per-layer (..., n, H_l) tensors -> (layer, ..., n, max H) array, NaN-padded."""
+    if len(hidden) == 1:  # nothing to pad: no copy
+        return hidden[0].detach().cpu().numpy()[None]
     width = max(h.shape[-1] for h in hidden)
     arrays = []
     for h in hidden:

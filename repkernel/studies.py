@@ -34,6 +34,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import xarray as xr
 
 from repkernel import config as configuration
@@ -406,6 +407,11 @@ def combine(study: Study, out: str | os.PathLike) -> xr.DataTree:
         for cell, tree in zip(cells, trees):
             ds = tree[group].to_dataset()
             datasets.append(ds.expand_dims({d: [cell.coords[d]] for d in dims}))
+        # adaptive forecasts re-linearize a different number of times per cell: pad the
+        # segment log, so that cells stack along the sweep dims only
+        longest = max(ds.sizes.get("segment", 0) for ds in datasets)
+        datasets = [ds.reindex(segment=np.arange(longest)) if "segment" in ds.dims else ds
+                    for ds in datasets]
         groups[f"/{group}"] = (xr.combine_by_coords(
             datasets, data_vars="all", coords="different", compat="no_conflicts", join="outer",
             combine_attrs="drop_conflicts")

@@ -44,19 +44,21 @@ def test_exact_for_a_linear_model_across_stages(reduction):
     assert_same(fc, actual, "linear")
 
 
-def test_lanczos_path_is_exact_and_agrees_with_the_dense_path(monkeypatch):
-    """Above DENSE_LIMIT the closed form runs on the Krylov space of r_0; force it here."""
+def test_lanczos_path_is_exact_and_agrees_with_the_dense_path():
+    """The matrix-free Krylov path equals gradient descent on a linear model and the dense
+    eigendecomposition on a nonlinear one."""
     net = readout_only()
     cur = three_stages("sum")
     probes = ENV.patterns(k=1, stimuli=3)
     actual = rk.train(net, cur, probes, checkpoints=6)
     dense_nonlinear = MultitaskNetwork(ENV, hidden=20, init_scale=1.0)
-    dense = {time: forecast(dense_nonlinear, cur, probes, checkpoints=6, time=time)
+    dense = {time: forecast(dense_nonlinear, cur, probes, checkpoints=6, time=time,
+                            factorization="dense")
              for time in ("discrete", "continuous")}
-    monkeypatch.setattr(forecasting, "DENSE_LIMIT", 0)
-    assert_same(forecast(net, cur, probes, checkpoints=6), actual)
+    assert_same(forecast(net, cur, probes, checkpoints=6, factorization="krylov"), actual)
     for time, expected in dense.items():
-        krylov = forecast(dense_nonlinear, cur, probes, checkpoints=6, time=time)
+        krylov = forecast(dense_nonlinear, cur, probes, checkpoints=6, time=time,
+                          factorization="krylov")
         np.testing.assert_allclose(krylov.weights, expected.weights, atol=1e-11)
         np.testing.assert_allclose(krylov.hidden, expected.hidden, atol=1e-11)
 
@@ -214,21 +216,20 @@ def test_minibatch_stages_forecast_their_full_batch_drift():
     assert not np.allclose(a.weights, b.weights)
 
 
-@pytest.mark.parametrize("limit", [forecasting.DENSE_LIMIT, 0], ids=["dense", "lanczos"])
+@pytest.mark.parametrize("factorization", ["dense", "krylov"])
 @pytest.mark.parametrize("reduction", ["mean", "sum"])
-def test_unstable_rate_raises_with_the_bound(monkeypatch, limit, reduction):
-    monkeypatch.setattr(forecasting, "DENSE_LIMIT", limit)
+def test_unstable_rate_raises_with_the_bound(factorization, reduction):
     net = readout_only()
     data = ENV.sample(20)
     lam_max = torch.linalg.eigvalsh(ntk_matrix(net, data).reshape(180, 180)).max().item()
     bound = (2 * 20 if reduction == "mean" else 2) / lam_max
     with pytest.raises(ValueError, match=f"stability bound {bound:.4g} "):
         forecast(net, Curriculum((Stage(data, 5, 1.01 * bound, reduction=reduction),)), data,
-                 checkpoints=2)
+                 checkpoints=2, factorization=factorization)
     forecast(net, Curriculum((Stage(data, 5, 0.99 * bound, reduction=reduction),)), data,
-             checkpoints=2)
+             checkpoints=2, factorization=factorization)
     forecast(net, Curriculum((Stage(data, 5, 1.01 * bound, reduction=reduction),)), data,
-             checkpoints=2, time="continuous")
+             checkpoints=2, time="continuous", factorization=factorization)
 
 
 def test_modes_are_eigenpairs_with_their_hidden_patterns():
