@@ -180,6 +180,70 @@ def test_relinearizing_every_step_is_gradient_descent():
     assert float(abs(frozen.weights - actual.weights).max()) > 1e-6
 
 
+def test_auto_with_a_tight_tolerance_is_gradient_descent():
+    """Segments shrink to single steps, whose exponential Euler step is a gradient step."""
+    net = MultitaskNetwork(ENV, hidden=10, init_scale=1.0)
+    cur = Curriculum((Stage(ENV.sample(20), 12, 0.5), Stage(ENV.sample(20, seed=3), 8, 0.3)))
+    probes = ENV.patterns(k=1, stimuli=2)
+    actual = rk.train(net, cur, probes, checkpoints=6)
+    fc = forecast(net, cur, probes, checkpoints=6, relinearize="auto", tolerance=1e-12)
+    assert_same(fc, actual, "network", atol=1e-10)
+    assert fc.jacobian_evaluations == 20 and (fc.segment_steps == 1).all()
+
+
+@pytest.mark.parametrize("time", ["discrete", "continuous"])
+def test_auto_converges_and_never_needs_more_jacobians_than_steps(time):
+    net = MultitaskNetwork(ENV, hidden=20, init_scale=0.3)
+    cur = Curriculum((Stage(ENV.sample(40), 150, 0.05, reduction="sum"),
+                      Stage(ENV.sample(30, {2: 1.0}, seed=2), 50, 0.02, reduction="sum")))
+    probes = ENV.sample(30, seed=5)
+    actual = rk.train(net, cur, probes, checkpoints=9)
+    errors, jacobians = [], []
+    for tolerance in (0.3, 0.03, 0.003):
+        fc = forecast(net, cur, probes, checkpoints=9, relinearize="auto", tolerance=tolerance,
+                      time=time)
+        assert fc.jacobian_evaluations <= cur.total_steps
+        # the segment log tiles each stage; every segment meets the tolerance unless 1 step
+        assert int(fc.segment_steps.sum()) == cur.total_steps
+        assert (np.diff(fc.segment_start) > 0).all()
+        assert ((fc.segment_error <= tolerance) | (fc.segment_steps == 1)).all()
+        assert set(fc.segment_start.values) >= set(cur.boundaries[:-1])
+        errors.append(float(abs(fc.weights - actual.weights).max()))
+        jacobians.append(fc.jacobian_evaluations)
+    assert errors[0] > errors[1] > errors[2] and jacobians[0] < jacobians[1] < jacobians[2]
+    if time == "discrete":
+        assert errors[2] < 0.05 * errors[0]
+
+
+def test_equal_segments_log_their_error():
+    net = MultitaskNetwork(ENV, hidden=10, init_scale=1.0)
+    cur = Curriculum.interleaved(ENV, 20, 40, 0.5)
+    probes = ENV.patterns(k=1, stimuli=2)
+    frozen = forecast(net, cur, probes, checkpoints=3)
+    segments = forecast(net, cur, probes, checkpoints=3, relinearize=4)
+    assert frozen.jacobian_evaluations == 1 and segments.jacobian_evaluations == 4
+    assert segments.segment_start.values.tolist() == [0, 10, 20, 30]
+    assert float(segments.segment_error.max()) < float(frozen.segment_error[0])
+
+
+@pytest.mark.parametrize("tolerance", [0, -1.0, float("nan"), float("inf"), "tight"])
+def test_bad_tolerance(tolerance):
+    net = MultitaskNetwork(ENV, hidden=6)
+    cur = Curriculum.interleaved(ENV, 10, 5, 0.1)
+    with pytest.raises(ValueError, match="tolerance must be a positive finite number"):
+        forecast(net, cur, ENV.patterns(stimuli=2), relinearize="auto", tolerance=tolerance)
+
+
+def test_matrix_free_path_never_forms_a_kernel_too_large_for_memory():
+    """nO = 180,000: a dense kernel would need 259 GB; the Krylov path stays linear in n."""
+    torch.manual_seed(0)
+    net = rk.MLP([10, 40, 9], activation="tanh")
+    data = rk.pattern_set(torch.randn(20000, 10), torch.randn(20000, 9))
+    cur = Curriculum((Stage(data, 3, 0.1),))
+    fc = forecast(net, cur, data[:50], checkpoints=[0, 3], readout="linear")
+    assert np.isfinite(fc.hidden.values).all() and float(fc.loss[-1, 0]) < float(fc.loss[0, 0])
+
+
 def test_cross_entropy_matches_gradient_descent_when_relinearized_each_step():
     net = MultitaskNetwork(ENV, hidden=10, init_scale=1.0)
     cur = Curriculum((Stage(ENV.sample(20), 10, 0.5, loss="bce"),))
@@ -258,7 +322,9 @@ def test_bad_arguments():
     net = MultitaskNetwork(ENV, hidden=6)
     cur = Curriculum.interleaved(ENV, 10, 5, 0.1)
     probes = ENV.patterns(stimuli=2)
-    for kwargs in (dict(readout="both"), dict(time="euler"), dict(relinearize=0)):
+    for kwargs in (dict(readout="both"), dict(time="euler"), dict(relinearize=0),
+                   dict(relinearize="adaptive"), dict(relinearize=True),
+                   dict(factorization="lu")):
         with pytest.raises(ValueError):
             forecast(net, cur, probes, **kwargs)
 

@@ -483,3 +483,43 @@ def test_patterns_that_do_not_fit_the_network_are_named():
         kernels.pseudo_kernel_matrix(net, probes, dense_data(3, n_out=3))
     with pytest.raises(ValueError, match="training patterns have 3 targets"):
         kernels.loss_weighted_kernel(net, probes, dense_data(3, n_out=3), lr=0.1)
+
+
+@pytest.mark.parametrize("method", ["structured", "generic"])
+@pytest.mark.parametrize("trainable", ["all", ["task_hidden"], ["hidden_output", "task_output"]])
+def test_jacobian_operator_equals_explicit_jacobians(method, trainable):
+    from repkernel.kernels import JacobianOperator
+
+    env = rk.MultitaskEnvironment(3, 3)
+    net = rk.MultitaskNetwork(env, hidden=9, init_scale=1.0).set_trainable(trainable)
+    patterns = env.sample(23, {1: 0.5, 2: 0.5})
+    operator = JacobianOperator(net, patterns, method=method, block_size=5)
+    jac = rk.jacobians(net, patterns)
+    d = torch.randn(net.n_parameters, 3, dtype=torch.float64)
+    a = torch.randn(23, 9, 2, dtype=torch.float64)
+    hidden, output = operator.forward(d, hidden=True)
+    torch.testing.assert_close(output, torch.einsum("iop,pm->iom", jac.output, d))
+    torch.testing.assert_close(hidden[0], torch.einsum("iup,pm->ium", jac.hidden[0], d))
+    torch.testing.assert_close(operator.transpose(a), torch.einsum("iop,iom->pm", jac.output, a))
+    kernel = rk.ntk_matrix(net, patterns)
+    torch.testing.assert_close(operator.kernel(a), torch.einsum("iojq,jqm->iom", kernel, a))
+    with torch.no_grad():  # the operator keeps the weights it was built at
+        next(iter(net.parameters())).add_(1.0)
+    torch.testing.assert_close(operator.forward(d)[1], output)
+
+
+def test_jacobian_operator_on_deep_mlps_with_frozen_groups():
+    from repkernel.kernels import JacobianOperator
+
+    net = rk.MLP([3, 5, 4, 2], activation="tanh").set_trainable(["layers.0.bias",
+                                                                  "layers.2.weight"])
+    patterns = rk.pattern_set(torch.randn(17, 3), torch.randn(17, 2))
+    operator = JacobianOperator(net, patterns, block_size=4)
+    jac = rk.jacobians(net, patterns)
+    d = torch.randn(net.n_parameters, 2, dtype=torch.float64)
+    hidden, output = operator.forward(d, hidden=True)
+    torch.testing.assert_close(output, torch.einsum("iop,pm->iom", jac.output, d))
+    for h, j in zip(hidden, jac.hidden):
+        torch.testing.assert_close(h, torch.einsum("iup,pm->ium", j, d))
+    a = torch.randn(17, 2, 3, dtype=torch.float64)
+    torch.testing.assert_close(operator.transpose(a), torch.einsum("iop,iom->pm", jac.output, a))
