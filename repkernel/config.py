@@ -27,7 +27,7 @@ try:
     import tomllib
 except ImportError:  # Python 3.10
     import tomli as tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Hashable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,30 +53,61 @@ class ConfigError(ValueError):
         super().__init__("invalid configuration: " + "; ".join(problems))
 
 
-def _positive_int(v):
+# -- checkers: value -> bool, public so that studies and plugins check their keys the same way
+
+def positive_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and v > 0
 
 
-def _non_negative_int(v):
+def non_negative_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and v >= 0
 
 
-def _positive_number(v):
+def positive_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0
 
 
-def _number(v):
+def number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
-def _one_of(*choices):
-    def check(v):
-        return v in choices
-    check.__doc__ = f"one of {list(choices)}"
-    return check
+class OneOf:
+    """Check that a value is one of ``choices`` (a tuple, or a registry dict read at each check,
+    so rows added later count); ``str()`` says what the value must be."""
+
+    def __init__(self, choices: Collection[Any]) -> None:
+        self.choices = choices
+
+    def __call__(self, v: Any) -> bool:
+        return isinstance(v, Hashable) and v in self.choices
+
+    def __str__(self) -> str:
+        return f"one of {list(self.choices)}"
 
 
-def _int_or_list_of(check_item):
+class ListOf(OneOf):
+    """Check that a value is a list drawn from ``choices`` (as OneOf)."""
+
+    def __call__(self, v: Any) -> bool:
+        return isinstance(v, list) and all(map(super().__call__, v))
+
+    def __str__(self) -> str:
+        return f"a list drawn from {list(self.choices)}"
+
+
+def choice(default: Any, choices: Collection[Any]) -> tuple[Any, OneOf, OneOf]:
+    """A schema row (default, check, what) for one of ``choices``."""
+    check = OneOf(choices)
+    return default, check, check
+
+
+def choices(default: list, choices: Collection[Any]) -> tuple[list, ListOf, ListOf]:
+    """A schema row (default, check, what) for a list drawn from ``choices``."""
+    check = ListOf(choices)
+    return default, check, check
+
+
+def int_or_list_of(check_item: Callable[[Any], bool]) -> Callable[[Any], bool]:
     def check(v):
         return check_item(v) or (isinstance(v, list) and len(v) > 0 and all(map(check_item, v)))
     return check
@@ -84,11 +115,11 @@ def _int_or_list_of(check_item):
 
 def _k_probs(v):
     return isinstance(v, Mapping) and len(v) > 0 and all(
-        str(k).isdigit() and int(k) >= 1 and _number(p) and p >= 0 for k, p in v.items())
+        str(k).isdigit() and int(k) >= 1 and number(p) and p >= 0 for k, p in v.items())
 
 
 def _tasks(v):
-    return v == "all" or (isinstance(v, list) and len(v) > 0 and all(map(_non_negative_int, v)))
+    return v == "all" or (isinstance(v, list) and len(v) > 0 and all(map(non_negative_int, v)))
 
 
 def _trainable(v):
@@ -96,15 +127,15 @@ def _trainable(v):
 
 
 def _batch(v):
-    return v in ("full", "online") or _positive_int(v)
+    return v in ("full", "online") or positive_int(v)
 
 
 def _sizes(v):
-    return isinstance(v, list) and len(v) >= 3 and all(map(_positive_int, v))
+    return isinstance(v, list) and len(v) >= 3 and all(map(positive_int, v))
 
 
 def _stimuli(v):
-    return v == "all" or _positive_int(v)
+    return v == "all" or positive_int(v)
 
 
 def _device(v):
@@ -115,72 +146,69 @@ def _device(v):
     return True
 
 
+PRESETS = ("interleaved", "blocked", "single_then_concurrent", "mixed", "dataset")
+PROBE_SOURCES = ("sample", "patterns", "train", "test")
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 # section -> key -> (default, check, what the value must be)
 Spec = dict[str, tuple[Any, Callable[[Any], bool], str]]
 SCHEMA: dict[str, Spec] = {
     "environment": {
-        "kind": ("multitask", _one_of("multitask", "step_function", "deep_linear_modes"),
-                 "'multitask', 'step_function' or 'deep_linear_modes'"),
-        "input_dims": (4, _positive_int, "a positive integer"),
-        "features": (3, _positive_int, "a positive integer"),
-        "output_dims": (3, _positive_int, "a positive integer"),
+        "kind": choice("multitask", ("multitask", "step_function", "deep_linear_modes")),
+        "input_dims": (4, positive_int, "a positive integer"),
+        "features": (3, positive_int, "a positive integer"),
+        "output_dims": (3, positive_int, "a positive integer"),
         "tasks": ("all", _tasks, "'all' or a list of task indices"),
-        "n_train": (6, _positive_int, "a positive integer"),
-        "n_test": (1000, _positive_int, "a positive integer"),
-        "n": (250, _positive_int, "a positive integer"),
+        "n_train": (6, positive_int, "a positive integer"),
+        "n_test": (1000, positive_int, "a positive integer"),
+        "n": (250, positive_int, "a positive integer"),
         "singular_values": ([90.0, 24.0, 7.0, 1.0],
-                            lambda v: isinstance(v, list) and len(v) > 0 and all(map(_number, v)),
+                            lambda v: isinstance(v, list) and len(v) > 0 and all(map(number, v)),
                             "a list of numbers"),
-        "seed": (0, _non_negative_int, "a non-negative integer"),
+        "seed": (0, non_negative_int, "a non-negative integer"),
     },
     "network": {
-        "kind": ("multitask", _one_of("multitask", "mlp", "deep_linear"),
-                 "'multitask', 'mlp' or 'deep_linear'"),
-        "hidden": (200, _positive_int, "a positive integer"),
-        "init_scale": (0.1, _positive_number, "a positive number"),
-        "bias": (-2.0, lambda v: _number(v) or isinstance(v, bool),
+        "kind": choice("multitask", ("multitask", "mlp", "deep_linear")),
+        "hidden": (200, positive_int, "a positive integer"),
+        "init_scale": (0.1, positive_number, "a positive number"),
+        "bias": (-2.0, lambda v: number(v) or isinstance(v, bool),
                  "a number (true/false for mlp)"),
-        "seed": (0, _non_negative_int, "a non-negative integer"),
-        "activation": ("sigmoid", _one_of(*ACTIVATIONS), f"one of {sorted(ACTIVATIONS)}"),
-        "initial_task_similarity": (None, lambda v: _number(v) and 0 <= v <= 1,
+        "seed": (0, non_negative_int, "a non-negative integer"),
+        "activation": choice("sigmoid", ACTIVATIONS),
+        "initial_task_similarity": (None, lambda v: number(v) and 0 <= v <= 1,
                                     "a number in [0, 1]"),
         "sizes": ([1, 100, 1], _sizes, "a list of at least 3 positive integers"),
         "trainable": ("all", _trainable, "'all' or a list of weight-group names"),
     },
     "curriculum": {
-        "preset": ("interleaved", _one_of("interleaved", "blocked", "single_then_concurrent",
-                                          "mixed", "dataset"),
-                   "'interleaved', 'blocked', 'single_then_concurrent', 'mixed' or 'dataset'"),
-        "n": (500, _positive_int, "a positive integer"),
-        "steps": (2500, _int_or_list_of(_non_negative_int),
+        "preset": choice("interleaved", PRESETS),
+        "n": (500, positive_int, "a positive integer"),
+        "steps": (2500, int_or_list_of(non_negative_int),
                   "a non-negative integer or a list of them"),
-        "lr": (0.03, _int_or_list_of(_positive_number), "a positive number or a list of them"),
+        "lr": (0.03, int_or_list_of(positive_number), "a positive number or a list of them"),
         "batch": ("full", _batch, "'full', 'online' or a positive integer"),
-        "reduction": ("sum", _one_of(*REDUCTIONS), f"one of {list(REDUCTIONS)}"),
-        "loss": ("mse", _one_of(*LOSSES), f"one of {list(LOSSES)}"),
-        "seed": (0, _non_negative_int, "a non-negative integer"),
+        "reduction": choice("sum", REDUCTIONS),
+        "loss": choice("mse", LOSSES),
+        "seed": (0, non_negative_int, "a non-negative integer"),
         "k_probs": ({"1": 1 / 3, "2": 1 / 3, "3": 1 / 3}, _k_probs,
                     "a table of task-set size -> probability"),
-        "p": (0.2, lambda v: _number(v) and 0 <= v <= 1, "a number in [0, 1]"),
-        "k": (2, _positive_int, "a positive integer"),
+        "p": (0.2, lambda v: number(v) and 0 <= v <= 1, "a number in [0, 1]"),
+        "k": (2, positive_int, "a positive integer"),
     },
     "probes": {
-        "source": ("sample", _one_of("sample", "patterns", "train", "test"),
-                   "'sample', 'patterns', 'train' or 'test'"),
-        "n": (500, _positive_int, "a positive integer"),
+        "source": choice("sample", PROBE_SOURCES),
+        "n": (500, positive_int, "a positive integer"),
         "k_probs": ({"1": 1.0}, _k_probs, "a table of task-set size -> probability"),
-        "k": ([1], _int_or_list_of(_positive_int), "a positive integer or a list of them"),
+        "k": ([1], int_or_list_of(positive_int), "a positive integer or a list of them"),
         "stimuli": ("all", _stimuli, "'all' or a positive integer"),
-        "seed": (1, _non_negative_int, "a non-negative integer"),
+        "seed": (1, non_negative_int, "a non-negative integer"),
     },
     "run": {
-        "checkpoints": (101, _int_or_list_of(_non_negative_int),
+        "checkpoints": (101, int_or_list_of(non_negative_int),
                         "a positive count or a list of steps"),
         "record_weights": (True, lambda v: isinstance(v, bool), "true or false"),
         "device": ("cpu", _device, "a torch device such as 'cpu' or 'cuda:0'"),
-        "dtype": ("float64", _one_of(*DTYPES), f"one of {list(DTYPES)}"),
+        "dtype": choice("float64", DTYPES),
     },
 }
 

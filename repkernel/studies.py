@@ -8,6 +8,7 @@ A study file holds the run sections of repkernel.config ([environment], [network
   [sweep]     "section.key" = [values, ...]: the grid (cartesian product), e.g.
               "network.init_scale" = [0.1, 1.0], "network.seed" = [0, 1, 2]
   [forecast]  time, relinearize, readout (arguments of repkernel.forecast)
+  [compare]   metrics (names of repkernel.similarity.METRICS)
   [evaluate]  k, stimuli (arguments of repkernel.evaluate_multitask)
   [kernel]    n_eigenvectors, clusters (k-means groups of the leading eigenvectors, 0: none)
   [plots]     kinds (figures the runner renders from the combined result), times,
@@ -41,11 +42,13 @@ from repkernel.config import (
     SCHEMA,
     ConfigError,
     Spec,
-    _non_negative_int,
-    _one_of,
-    _positive_int,
+    choice,
+    choices,
+    non_negative_int,
+    positive_int,
 )
 from repkernel.results import package_version
+from repkernel.similarity import DEFAULT_METRICS, METRICS
 
 COMPUTE = ("kernel", "train", "forecast", "compare", "evaluate")
 PLOT_KINDS = ("loss", "rsm", "task-similarity", "fidelity", "multitask", "kernel-eigenvectors",
@@ -53,41 +56,35 @@ PLOT_KINDS = ("loss", "rsm", "task-similarity", "fidelity", "multitask", "kernel
 HEATMAP_KINDS = ("rsm", "task-similarity", "kernel-eigenvectors")
 
 
-def _list_of(choices):
-    def check(v):
-        return isinstance(v, list) and all(x in choices for x in v)
-    return check
-
-
 STUDY_SCHEMA: dict[str, Spec] = {
     "study": {
         "name": ("study", lambda v: isinstance(v, str) and v != "", "a non-empty string"),
         "claim": ("", lambda v: isinstance(v, str), "a string"),
         "figure": ("", lambda v: isinstance(v, str), "a string"),
-        "compute": (["train", "forecast", "compare", "evaluate"], _list_of(COMPUTE),
-                    f"a list drawn from {list(COMPUTE)}"),
+        "compute": choices(["train", "forecast", "compare", "evaluate"], COMPUTE),
     },
     "forecast": {
-        "time": ("discrete", _one_of("discrete", "continuous"), "'discrete' or 'continuous'"),
-        "relinearize": (1, _positive_int, "a positive integer"),
-        "readout": (["linear", "network"], _list_of(("linear", "network")),
-                    "a list drawn from ['linear', 'network']"),
+        "time": choice("discrete", ("discrete", "continuous")),
+        "relinearize": (1, positive_int, "a positive integer"),
+        "readout": choices(["linear", "network"], ("linear", "network")),
+    },
+    "compare": {
+        "metrics": choices(list(DEFAULT_METRICS), METRICS),
     },
     "evaluate": {
-        "k": ([1, 2, 3], lambda v: isinstance(v, list) and v and all(map(_positive_int, v)),
+        "k": ([1, 2, 3], lambda v: isinstance(v, list) and v and all(map(positive_int, v)),
               "a list of positive integers"),
-        "stimuli": ("all", lambda v: v == "all" or _positive_int(v),
+        "stimuli": ("all", lambda v: v == "all" or positive_int(v),
                     "'all' or a positive integer"),
     },
     "kernel": {
-        "n_eigenvectors": (3, _positive_int, "a positive integer"),
+        "n_eigenvectors": (3, positive_int, "a positive integer"),
         "clusters": (12, lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
                      "a count of k-means groups (0: none)"),
     },
     "plots": {
-        "kinds": (["loss", "fidelity", "task-similarity", "multitask"], _list_of(PLOT_KINDS),
-                  f"a list drawn from {list(PLOT_KINDS)}"),
-        "times": ([], lambda v: isinstance(v, list) and all(map(_non_negative_int, v)),
+        "kinds": choices(["loss", "fidelity", "task-similarity", "multitask"], PLOT_KINDS),
+        "times": ([], lambda v: isinstance(v, list) and all(map(non_negative_int, v)),
                   "a list of steps (empty: first, middle and last checkpoint)"),
         "heatmaps_at": ({}, lambda v: isinstance(v, dict) and all(
             isinstance(x, (int, float, str)) and not isinstance(x, bool) for x in v.values()),
@@ -258,7 +255,8 @@ def run_cell(cell: Cell, progress: Callable[[int], None] | None = None) -> xr.Da
     if "compare" in compute:
         from repkernel.similarity import compare
 
-        groups["compare"] = compare(groups["forecast"], groups["actual"])
+        groups["compare"] = compare(groups["forecast"], groups["actual"],
+                                    metrics=cell.config["compare"]["metrics"])
     if "evaluate" in compute and setup.environment is not None:
         from repkernel.multitask import evaluate_multitask
 
@@ -332,6 +330,9 @@ def _check_same_computation(cell: Cell, path: Path) -> None:
     """A finished cell file is reused only if it was computed with this cell's configuration."""
     with xr.open_datatree(path) as tree:
         stored = json.loads(tree.attrs.get("config", "{}"))
+    for section, spec in FULL_SCHEMA.items():  # keys added since: their default is what ran
+        for key, (default, _, _) in spec.items():
+            stored.setdefault(section, {}).setdefault(key, default)
     now = json.loads(json.dumps(cell.config, sort_keys=True, default=str))
     old, new = _computation(stored), _computation(now)
     if old != new:

@@ -81,6 +81,32 @@ def test_run_combine_and_resume(tmp_path):
         studies.run_study(changed, tmp_path)
 
 
+def test_compare_metrics_chosen_by_the_study_and_older_cells_reused(tmp_path):
+    raw = {**TINY, "study": {"name": "tiny", "compute": ["compare"]},
+           "compare": {"metrics": ["cka", "svcca"]}, "sweep": {"network.seed": [0]}}
+    study = studies.load_study(raw)
+    combined = studies.run_study(study, tmp_path)
+    assert set(combined["compare"].data_vars) == {
+        f"{variable}_{suffix}" for variable in ("hidden", "output")
+        for suffix in ("cka_similarity", "svcca_similarity")}
+    # a cell file written before [compare] existed ran the default metrics: still reused
+    path = studies.cell_path(tmp_path, study.cells()[0])
+    tree = studies.load_tree(path)
+    stored = json.loads(tree.attrs["config"])
+    del stored["compare"]
+    tree.attrs["config"] = json.dumps(stored)
+    studies.save_tree(tree, path)
+    default = studies.load_study({**raw, "compare": {}})
+    stamp = path.stat().st_mtime_ns
+    studies.run_study(default, tmp_path)
+    assert path.stat().st_mtime_ns == stamp
+    with pytest.raises(ValueError, match=r"different configuration \(\[compare\].metrics\)"):
+        studies.run_study(study, tmp_path)  # but not for other metrics
+    with pytest.raises(ConfigError, match=r"\[compare\].metrics: must be a list drawn from "
+                       r"\['change_alignment'"):
+        studies.load_study({**raw, "compare": {"metrics": ["nope"]}})
+
+
 def test_killed_sweep_resumes_without_recomputing(tmp_path):
     """SIGKILL a sweep after its first cell is written; the re-run completes the rest only."""
     raw = {**TINY, "curriculum": {"n": 12, "steps": 4000, "lr": 0.1},
