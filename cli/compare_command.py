@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 from repkernel_cli.app import app, user_errors
-from repkernel_cli.plot_command import load_result
+from repkernel_cli.files import load_run_result, print_table
 
 from repkernel import results
 from repkernel.similarity import DEFAULT_METRICS, METRICS, metric_names
@@ -54,18 +54,10 @@ def compare(
     from repkernel.similarity import compare as compare_results
 
     names = parse_metrics(metrics)
-    first, second = load_result(a), load_result(b)
-    for path, data in ((a, first), (b, second)):
-        if hasattr(data, "children"):
-            raise ValueError(f"{path} is a study result: its compare group already holds the "
-                             "comparison (compute = compare); compare a training or forecast "
-                             "result")
+    first, second = (load_run_result(path, "compare", "compare", "comparison") for path in (a, b))
     comparison = compare_results(first, second, metrics=names)
     comparison.attrs.update(a_file=str(a), b_file=str(b))
     results.save(comparison, out)
-    rows = summary_rows(comparison)
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     step = f" at step {int(comparison['time'][-1])}" if "time" in comparison.dims else ""
     typer.echo(f"wrote {out}: {', '.join(names)} of {a.name} vs {b.name}{step}:")
-    for row in rows:
-        typer.echo("  " + "  ".join(cell.rjust(w) for cell, w in zip(row, widths)).rstrip())
+    print_table(summary_rows(comparison))

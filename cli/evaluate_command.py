@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from repkernel_cli import options
 from repkernel_cli.app import app, user_errors
-from repkernel_cli.plot_command import load_result
+from repkernel_cli.files import load_run_result, print_table
 
 from repkernel import results
 from repkernel.config import DTYPES
@@ -77,18 +77,12 @@ def evaluate(
         raise ValueError(f"--stimuli takes 'all' or a number of stimuli, got {stimuli!r}")
     if dtype is not None and dtype not in DTYPES:
         raise ValueError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
-    data = load_result(result)
-    if hasattr(data, "children"):
-        raise ValueError(f"{result} is a study result: its multitask group already holds the "
-                         "scores (compute = evaluate); evaluate a training or forecast result")
+    data = load_run_result(result, "evaluate", "multitask", "scores")
     scores = multitask.evaluate_multitask(
         data, None, k=sizes, stimuli=stimuli if stimuli == "all" else int(stimuli),
         device=device, dtype=None if dtype is None else DTYPES[dtype])
     results.save(scores, out)
-    rows = summary_rows(scores)
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     step = f" at step {int(scores['time'][-1])}" if "time" in scores.dims else ""
     typer.echo(f"wrote {out}: {scores.sizes.get('time', 1)} checkpoints x "
                f"{scores.sizes['response']} responses; summary{step}:")
-    for row in rows:
-        typer.echo("  " + "  ".join(cell.rjust(w) for cell, w in zip(row, widths)).rstrip())
+    print_table(summary_rows(scores))

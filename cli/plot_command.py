@@ -7,23 +7,10 @@ from typing import Annotated
 
 import typer
 from repkernel_cli.app import app, user_errors
+from repkernel_cli.files import load_result
 
 KIND_HELP = ("rsm, task-similarity, kernel-eigenvectors, pseudo-kernel, fidelity, multitask, "
              "loss or grouping.")
-
-
-def load_result(path: Path):
-    """A result file as a Dataset, or as a DataTree when it has groups (a study result)."""
-    import xarray as xr
-
-    if not path.is_file():
-        raise FileNotFoundError(f"no result file at {path}")
-    try:
-        with xr.open_datatree(path) as tree:
-            tree = tree.load()
-    except (OSError, ValueError):
-        raise ValueError(f"{path} is not a readable netCDF result file") from None
-    return tree if tree.children else tree.to_dataset()
 
 
 def _steps(values: list[str] | None) -> list[int] | None:

@@ -6,9 +6,12 @@ Sections (all keys optional unless said; defaults are the published main setup, 
   [environment] kind = "multitask" | "step_function" | "deep_linear_modes"
                 input_dims, features, output_dims, tasks ("all" or task indices)   (multitask)
                 n_train, n_test (step_function); n, singular_values, seed (deep_linear_modes)
-  [network]     kind = "multitask" | "mlp" | "deep_linear"; hidden, init_scale, bias, seed,
-                activation, initial_task_similarity (multitask); sizes, activation, bias,
-                init_scale, seed (mlp, deep_linear); trainable = "all" or weight-group names
+  [network]     kind = a name of repkernel.networks.NETWORKS ("multitask", "mlp",
+                "deep_linear"); the options of that kind's constructor, defaults its own
+                (multitask: hidden, init_scale, bias, seed, activation, output_activation,
+                initial_task_similarity, task_weight_scale; mlp: sizes, activation, bias,
+                init_scale, seed, output_activation; deep_linear: sizes, init_scale, seed);
+                trainable = "all" or weight-group names
   [curriculum]  preset = "interleaved" | "blocked" | "single_then_concurrent" | "mixed" |
                 "dataset" (the environment's own training set); n, steps, lr, batch, reduction,
                 (blocked splits the n patterns and the steps evenly over the tasks)
@@ -41,7 +44,13 @@ from repkernel.environments import (
     step_function_task,
 )
 from repkernel.losses import LOSSES, REDUCTIONS
-from repkernel.networks import ACTIVATIONS, MLP, DeepLinear, MultitaskNetwork
+from repkernel.networks import (
+    ACTIVATIONS,
+    NETWORKS,
+    REQUIRED,
+    network_from_config,
+    network_options,
+)
 from repkernel.patterns import PatternSet
 
 
@@ -167,17 +176,22 @@ SCHEMA: dict[str, Spec] = {
                             "a list of numbers"),
         "seed": (0, non_negative_int, "a non-negative integer"),
     },
+    # kind, trainable and the checks of network options; which options a kind takes and their
+    # defaults come from its constructor (networks.network_options), so REQUIRED is no default
     "network": {
-        "kind": choice("multitask", ("multitask", "mlp", "deep_linear")),
-        "hidden": (200, positive_int, "a positive integer"),
-        "init_scale": (0.1, positive_number, "a positive number"),
-        "bias": (-2.0, lambda v: number(v) or isinstance(v, bool),
+        "kind": choice("multitask", NETWORKS),
+        "hidden": (REQUIRED, positive_int, "a positive integer"),
+        "init_scale": (REQUIRED, lambda v: v is None or positive_number(v), "a positive number"),
+        "bias": (REQUIRED, lambda v: number(v) or isinstance(v, bool),
                  "a number (true/false for mlp)"),
-        "seed": (0, non_negative_int, "a non-negative integer"),
-        "activation": choice("sigmoid", ACTIVATIONS),
-        "initial_task_similarity": (None, lambda v: number(v) and 0 <= v <= 1,
+        "seed": (REQUIRED, non_negative_int, "a non-negative integer"),
+        "activation": (REQUIRED, OneOf(ACTIVATIONS), OneOf(ACTIVATIONS)),
+        "output_activation": (REQUIRED, lambda v: v is None or v in ACTIVATIONS,
+                              OneOf(ACTIVATIONS)),
+        "initial_task_similarity": (REQUIRED, lambda v: v is None or (number(v) and 0 <= v <= 1),
                                     "a number in [0, 1]"),
-        "sizes": ([1, 100, 1], _sizes, "a list of at least 3 positive integers"),
+        "task_weight_scale": (REQUIRED, positive_number, "a positive number"),
+        "sizes": (REQUIRED, _sizes, "a list of at least 3 positive integers"),
         "trainable": ("all", _trainable, "'all' or a list of weight-group names"),
     },
     "curriculum": {
@@ -242,6 +256,9 @@ def validate(raw: Mapping[str, Any], schema: Mapping[str, Spec] = SCHEMA,
         if not isinstance(given, Mapping):
             problems.append(f"[{section}]: must be a table")
             continue
+        if section == "network":
+            resolved[section] = _network_section(given, spec, problems)
+            continue
         for key in given:
             if key not in spec:
                 problems.append(f"[{section}].{key}: unknown key{_suggest(key, list(spec))}")
@@ -258,6 +275,41 @@ def validate(raw: Mapping[str, Any], schema: Mapping[str, Spec] = SCHEMA,
     if problems:
         raise ConfigError(problems)
     return resolved
+
+
+def _network_section(given: Mapping[str, Any], spec: Spec, problems: list[str]
+                     ) -> dict[str, Any]:
+    """[network] completed with its kind's constructor defaults; options of other kinds and
+    missing required options are problems."""
+    kind = given.get("kind", spec["kind"][0])
+    if not spec["kind"][1](kind):
+        problems.append(f"[network].kind: must be {spec['kind'][2]}, got {kind!r}")
+        return dict(given)
+    options = network_options(kind)
+    known = ["kind", *options, "trainable"]
+    values = {"kind": kind, **options, "trainable": spec["trainable"][0]}
+    for key, value in given.items():
+        if key not in known:
+            why = f"not an option of network kind {kind!r}" if key in spec else "unknown key"
+            problems.append(f"[network].{key}: {why}{_suggest(key, known)}")
+            continue
+        _, check, what = spec.get(key, (None, lambda v: True, ""))
+        if not check(value):
+            problems.append(f"[network].{key}: must be {what}, got {value!r}")
+        values[key] = value
+    problems += [f"[network].{key}: network kind {kind!r} needs it" for key, value
+                 in values.items() if value is REQUIRED]
+    return values
+
+
+def network_as_run(section: Mapping[str, Any]) -> dict[str, Any]:
+    """A [network] section as it runs: its kind, that kind's options (given values over the
+    constructor defaults) and trainable; keys of other kinds dropped (older configs list
+    every kind's keys)."""
+    kind = section.get("kind", SCHEMA["network"]["kind"][0])
+    options = network_options(kind) if kind in NETWORKS else {}
+    return {"kind": kind, **{k: section.get(k, v) for k, v in options.items()},
+            "trainable": section.get("trainable", SCHEMA["network"]["trainable"][0])}
 
 
 def _suggest(name: str, choices: list[str]) -> str:
@@ -327,10 +379,11 @@ def build(raw: Mapping[str, Any], extra_sections: tuple[str, ...] = ()) -> Setup
             env_cfg["n"], env_cfg["singular_values"], seed=env_cfg["seed"])
 
     problems = []
-    if (env is None) != (net_cfg["kind"] != "multitask"):
+    if (env is None) == NETWORKS[net_cfg["kind"]].needs_environment:
+        fitting = [kind for kind, network in NETWORKS.items()
+                   if network.needs_environment == (env is not None)]
         problems.append(f"[network].kind: {net_cfg['kind']!r} does not fit environment "
-                        f"{env_cfg['kind']!r}: use 'multitask' with the multitask environment and "
-                        f"'mlp' or 'deep_linear' otherwise")
+                        f"{env_cfg['kind']!r}: use one of {fitting}")
     if (env is None) != (cur_cfg["preset"] == "dataset"):
         problems.append(f"[curriculum].preset: {cur_cfg['preset']!r} does not fit environment "
                         f"{env_cfg['kind']!r}: use 'dataset' exactly for the fixed test cases")
@@ -343,8 +396,7 @@ def build(raw: Mapping[str, Any], extra_sections: tuple[str, ...] = ()) -> Setup
     if problems:
         raise ConfigError(problems)
 
-    with _default_dtype(DTYPES[cfg["run"]["dtype"]]):
-        network = _build_network(net_cfg, env)
+    network = network_from_config(net_cfg, env, DTYPES[cfg["run"]["dtype"]])
     curriculum = _build_curriculum(cur_cfg, env, train_set)
     if probe_cfg["source"] == "sample":
         probes = env.sample(probe_cfg["n"], _k_probs_dict(probe_cfg["k_probs"]),
@@ -358,34 +410,8 @@ def build(raw: Mapping[str, Any], extra_sections: tuple[str, ...] = ()) -> Setup
     return Setup(cfg, env, network, curriculum, probes, train_set, test_set)
 
 
-class _default_dtype:
-    def __init__(self, dtype):
-        self.dtype = dtype
-
-    def __enter__(self):
-        self.saved = torch.get_default_dtype()
-        torch.set_default_dtype(self.dtype)
-
-    def __exit__(self, *exc):
-        torch.set_default_dtype(self.saved)
-
-
 def _k_probs_dict(table: Mapping) -> dict[int, float]:
     return {int(k): float(p) for k, p in table.items()}
-
-
-def _build_network(cfg: dict[str, Any], env):
-    if cfg["kind"] == "multitask":
-        net = MultitaskNetwork(env, hidden=cfg["hidden"], init_scale=cfg["init_scale"],
-                               bias=float(cfg["bias"]), seed=cfg["seed"],
-                               activation=cfg["activation"],
-                               initial_task_similarity=cfg["initial_task_similarity"])
-    elif cfg["kind"] == "mlp":
-        net = MLP(cfg["sizes"], activation=cfg["activation"], bias=bool(cfg["bias"]),
-                  init_scale=cfg["init_scale"], seed=cfg["seed"])
-    else:
-        net = DeepLinear(cfg["sizes"], init_scale=cfg["init_scale"], seed=cfg["seed"])
-    return net.set_trainable(cfg["trainable"])
 
 
 def _build_curriculum(cfg: dict[str, Any], env, train_set) -> Curriculum:

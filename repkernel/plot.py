@@ -22,7 +22,6 @@ import itertools
 import logging
 import math
 import os
-import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +35,8 @@ import xarray as xr
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
+
+from repkernel.results import write_atomic
 
 KINDS = ("rsm", "task-similarity", "kernel-eigenvectors", "pseudo-kernel", "fidelity",
          "multitask", "loss", "grouping")
@@ -104,23 +105,14 @@ def save_figure(fig: Figure, path: str | os.PathLike) -> Path:
     if fmt not in SUFFIXES:
         raise ValueError(f"cannot save a figure as {path.name!r}: use a file name ending in "
                          f"{', '.join(SUFFIXES)}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    os.chmod(tmp, 0o644)  # a figure to share, not a private temporary file
     fonts = logging.getLogger("fontTools")  # font subsetting warns about harmless timestamps
     level = fonts.level
     try:
         fonts.setLevel(logging.ERROR)
         with mpl.rc_context(STYLE):
-            fig.savefig(tmp, format=fmt[1:])
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+            return write_atomic(path, lambda tmp: fig.savefig(tmp, format=fmt[1:]))
     finally:
         fonts.setLevel(level)
-    return path
 
 
 # -- naming data ------------------------------------------------------------------------------

@@ -28,7 +28,6 @@ import copy
 import itertools
 import json
 import os
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -278,19 +277,9 @@ def run_cell(cell: Cell, progress: Callable[[int], None] | None = None) -> xr.Da
 
 def save_tree(tree: xr.DataTree, path: str | os.PathLike) -> Path:
     """Write a DataTree as netCDF atomically (temporary file in the same folder, then rename)."""
-    from repkernel.results import _netcdf_ready
+    from repkernel.results import _netcdf_ready, write_atomic
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        tree.map_over_datasets(_netcdf_ready).to_netcdf(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_atomic(path, tree.map_over_datasets(_netcdf_ready).to_netcdf)
 
 
 def load_tree(path: str | os.PathLike) -> xr.DataTree:
@@ -332,7 +321,9 @@ def _check_same_computation(cell: Cell, path: Path) -> None:
         stored = json.loads(tree.attrs.get("config", "{}"))
     for section, spec in FULL_SCHEMA.items():  # keys added since: their default is what ran
         for key, (default, _, _) in spec.items():
-            stored.setdefault(section, {}).setdefault(key, default)
+            if section != "network":
+                stored.setdefault(section, {}).setdefault(key, default)
+    stored["network"] = configuration.network_as_run(stored.get("network", {}))
     now = json.loads(json.dumps(cell.config, sort_keys=True, default=str))
     old, new = _computation(stored), _computation(now)
     if old != new:

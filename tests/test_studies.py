@@ -89,11 +89,14 @@ def test_compare_metrics_chosen_by_the_study_and_older_cells_reused(tmp_path):
     assert set(combined["compare"].data_vars) == {
         f"{variable}_{suffix}" for variable in ("hidden", "output")
         for suffix in ("cka_similarity", "svcca_similarity")}
-    # a cell file written before [compare] existed ran the default metrics: still reused
+    # a cell file written before [compare] existed ran the default metrics, and one whose
+    # [network] listed every kind's keys but not the newer options ran their defaults: reused
     path = studies.cell_path(tmp_path, study.cells()[0])
     tree = studies.load_tree(path)
     stored = json.loads(tree.attrs["config"])
     del stored["compare"]
+    del stored["network"]["task_weight_scale"], stored["network"]["output_activation"]
+    stored["network"]["sizes"] = [1, 100, 1]
     tree.attrs["config"] = json.dumps(stored)
     studies.save_tree(tree, path)
     default = studies.load_study({**raw, "compare": {}})
