@@ -11,13 +11,14 @@ from repkernel_cli.app import app, user_errors
 from repkernel_cli.files import load_run_result, print_table
 
 from repkernel import results
-from repkernel.config import DTYPES
+from repkernel.config import DTYPES, defaults_of
+from repkernel.multitask import evaluate_multitask
 
 
 def task_set_sizes(values: list[str] | None) -> tuple[int, ...]:
     """``--k 1,2,3`` or ``--k 1 --k 2``: task-set sizes."""
     if not values:
-        return (1, 2, 3)
+        return tuple(defaults_of(evaluate_multitask)["k"])
     sizes = []
     for text in (part.strip() for value in values for part in value.split(",")):
         if not text.isdigit() or int(text) < 1:
@@ -70,15 +71,13 @@ def evaluate(
     rebuilt from its config, loaded with each recorded weight vector): Luce ratio P(correct),
     accuracy and task-restricted error per response, means by k and congruency, multitasking
     cost and throughput; write netCDF and print the last checkpoint's summary."""
-    from repkernel import multitask
-
     sizes = task_set_sizes(k)
     if stimuli != "all" and not stimuli.isdigit():
         raise ValueError(f"--stimuli takes 'all' or a number of stimuli, got {stimuli!r}")
     if dtype is not None and dtype not in DTYPES:
         raise ValueError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     data = load_run_result(result, "evaluate", "multitask", "scores")
-    scores = multitask.evaluate_multitask(
+    scores = evaluate_multitask(
         data, None, k=sizes, stimuli=stimuli if stimuli == "all" else int(stimuli),
         device=device, dtype=None if dtype is None else DTYPES[dtype])
     results.save(scores, out)

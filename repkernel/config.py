@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import inspect
 
 try:
     import tomllib
@@ -60,6 +61,13 @@ class ConfigError(ValueError):
     def __init__(self, problems: list[str]) -> None:
         self.problems = problems
         super().__init__("invalid configuration: " + "; ".join(problems))
+
+
+def defaults_of(function: Callable) -> dict[str, Any]:
+    """The keyword defaults of ``function``: the one source of a library call's defaults for
+    the CLI and the study schema."""
+    return {p.name: p.default for p in inspect.signature(function).parameters.values()
+            if p.default is not inspect.Parameter.empty}
 
 
 # -- checkers: value -> bool, public so that studies and plugins check their keys the same way

@@ -172,8 +172,10 @@ def write_atomic(path: str | os.PathLike, write: Callable[[str], Any], mode: int
     return path
 
 
-def save(dataset: xr.Dataset, path: str | os.PathLike) -> Path:
-    """Write netCDF atomically (write_atomic)."""
+def save(dataset: xr.Dataset | xr.DataTree, path: str | os.PathLike) -> Path:
+    """Write a result (a Dataset, or a DataTree of them) as netCDF atomically (write_atomic)."""
+    if isinstance(dataset, xr.DataTree):
+        return write_atomic(path, dataset.map_over_datasets(_netcdf_ready).to_netcdf)
     return write_atomic(path, _netcdf_ready(dataset).to_netcdf)
 
 
