@@ -110,6 +110,24 @@ def test_compare_metrics_chosen_by_the_study_and_older_cells_reused(tmp_path):
         studies.load_study({**raw, "compare": {"metrics": ["nope"]}})
 
 
+def test_a_study_computes_the_kernels_the_kernel_command_offers(tmp_path):
+    from repkernel import kernels
+
+    raw = {**TINY, "study": {"name": "tiny", "compute": ["kernel"]},
+           "kernel": {"what": "pseudo"}, "sweep": {"network.seed": [0, 1]}}
+    study = studies.load_study(raw)
+    combined = studies.run_study(study, tmp_path)
+    for cell in study.cells():
+        setup = studies.build_cell(cell)
+        expected = kernels.pseudo_kernel(setup.network, setup.probes,
+                                         setup.curriculum.stages[0].patterns)
+        got = combined["kernel"]["pseudo_kernel"].sel(seed=cell.coords["seed"])
+        xr.testing.assert_allclose(got.drop_vars("seed").reset_coords(drop=True),
+                                   expected.reset_coords(drop=True))
+    with pytest.raises(ConfigError, match=r"\[kernel\].what: must be one of"):
+        studies.load_study({**raw, "kernel": {"what": "nope"}})
+
+
 def test_killed_sweep_resumes_without_recomputing(tmp_path):
     """SIGKILL a sweep after its first cell is written; the re-run completes the rest only."""
     raw = {**TINY, "curriculum": {"n": 12, "steps": 4000, "lr": 0.1},
