@@ -7,19 +7,19 @@ from typing import Annotated
 
 import typer
 from repkernel_cli.app import app, user_errors
-from repkernel_cli.plot_command import load_result
+from repkernel_cli.files import load_run_result, print_table
 
 from repkernel import results
+from repkernel.similarity import DEFAULT_METRICS, METRICS, metric_names
 
-DEFAULT_METRICS = "change_alignment,rsa,cka,procrustes"
 
-
-def metric_names(value: str) -> tuple[str, ...]:
-    """``--metrics rsa,cka``: names of ``repkernel.similarity.COMPARISONS``."""
-    names = tuple(dict.fromkeys(part.strip() for part in value.split(",") if part.strip()))
+def parse_metrics(value: str) -> tuple[str, ...]:
+    """``--metrics rsa,cka``: names of ``repkernel.similarity.METRICS``."""
+    names = [part.strip() for part in value.split(",") if part.strip()]
     if not names:
-        raise ValueError(f"--metrics takes metric names, e.g. --metrics {DEFAULT_METRICS}")
-    return names
+        raise ValueError(f"--metrics takes metric names, e.g. --metrics "
+                         f"{','.join(DEFAULT_METRICS)}")
+    return metric_names(names)
 
 
 def summary_rows(comparison) -> list[tuple[str, ...]]:
@@ -46,27 +46,18 @@ def compare(
     out: Annotated[Path, typer.Option("--out", "-o", help="netCDF file to write.")] = Path(
         "comparison.nc"),
     metrics: Annotated[str, typer.Option(
-        help="Comma-separated metrics: change_alignment, rsa, cka, cka_debiased, cka_rbf, "
-        "procrustes, angular_shape, cca, svcca.")] = DEFAULT_METRICS,
+        help=f"Comma-separated metrics: {', '.join(METRICS)}.")] = ",".join(DEFAULT_METRICS),
 ) -> None:
     """Compare the hidden representations and outputs of two results with the same probes and
     checkpoints at every checkpoint (change alignment, RSA, CKA, Procrustes, ...); write netCDF
     and print the last checkpoint's values."""
     from repkernel.similarity import compare as compare_results
 
-    names = metric_names(metrics)
-    first, second = load_result(a), load_result(b)
-    for path, data in ((a, first), (b, second)):
-        if hasattr(data, "children"):
-            raise ValueError(f"{path} is a study result: its compare group already holds the "
-                             "comparison (compute = compare); compare a training or forecast "
-                             "result")
+    names = parse_metrics(metrics)
+    first, second = (load_run_result(path, "compare", "compare", "comparison") for path in (a, b))
     comparison = compare_results(first, second, metrics=names)
     comparison.attrs.update(a_file=str(a), b_file=str(b))
     results.save(comparison, out)
-    rows = summary_rows(comparison)
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     step = f" at step {int(comparison['time'][-1])}" if "time" in comparison.dims else ""
     typer.echo(f"wrote {out}: {', '.join(names)} of {a.name} vs {b.name}{step}:")
-    for row in rows:
-        typer.echo("  " + "  ".join(cell.rjust(w) for cell, w in zip(row, widths)).rstrip())
+    print_table(summary_rows(comparison))

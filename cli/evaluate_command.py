@@ -8,16 +8,17 @@ from typing import Annotated
 import typer
 from repkernel_cli import options
 from repkernel_cli.app import app, user_errors
-from repkernel_cli.plot_command import load_result
+from repkernel_cli.files import load_run_result, print_table
 
 from repkernel import results
-from repkernel.config import DTYPES
+from repkernel.config import DTYPES, defaults_of
+from repkernel.multitask import evaluate_multitask
 
 
 def task_set_sizes(values: list[str] | None) -> tuple[int, ...]:
     """``--k 1,2,3`` or ``--k 1 --k 2``: task-set sizes."""
     if not values:
-        return (1, 2, 3)
+        return tuple(defaults_of(evaluate_multitask)["k"])
     sizes = []
     for text in (part.strip() for value in values for part in value.split(",")):
         if not text.isdigit() or int(text) < 1:
@@ -70,25 +71,17 @@ def evaluate(
     rebuilt from its config, loaded with each recorded weight vector): Luce ratio P(correct),
     accuracy and task-restricted error per response, means by k and congruency, multitasking
     cost and throughput; write netCDF and print the last checkpoint's summary."""
-    from repkernel import multitask
-
     sizes = task_set_sizes(k)
     if stimuli != "all" and not stimuli.isdigit():
         raise ValueError(f"--stimuli takes 'all' or a number of stimuli, got {stimuli!r}")
     if dtype is not None and dtype not in DTYPES:
         raise ValueError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
-    data = load_result(result)
-    if hasattr(data, "children"):
-        raise ValueError(f"{result} is a study result: its multitask group already holds the "
-                         "scores (compute = evaluate); evaluate a training or forecast result")
-    scores = multitask.evaluate_multitask(
+    data = load_run_result(result, "evaluate", "multitask", "scores")
+    scores = evaluate_multitask(
         data, None, k=sizes, stimuli=stimuli if stimuli == "all" else int(stimuli),
         device=device, dtype=None if dtype is None else DTYPES[dtype])
     results.save(scores, out)
-    rows = summary_rows(scores)
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     step = f" at step {int(scores['time'][-1])}" if "time" in scores.dims else ""
     typer.echo(f"wrote {out}: {scores.sizes.get('time', 1)} checkpoints x "
                f"{scores.sizes['response']} responses; summary{step}:")
-    for row in rows:
-        typer.echo("  " + "  ".join(cell.rjust(w) for cell, w in zip(row, widths)).rstrip())
+    print_table(summary_rows(scores))

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 from repkernel_cli.app import app, user_errors
-from repkernel_cli.plot_command import load_result
+from repkernel_cli.files import load_result
 from rich.console import Console
 from rich.text import Text
 

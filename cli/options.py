@@ -3,8 +3,11 @@ configuration."""
 
 from __future__ import annotations
 
+import functools
+import inspect
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -22,9 +25,19 @@ Checkpoints = Annotated[int | None, typer.Option(help="Number of checkpoints.")]
 Device = Annotated[str | None, typer.Option(help="torch device, e.g. cpu or cuda.")]
 Dtype = Annotated[str | None, typer.Option(help="float32 or float64.")]
 
-SECTION_OF_FLAG = {"init_scale": "network", "hidden": "network", "seed": "network",
-                   "steps": "curriculum", "lr": "curriculum", "n": "curriculum",
-                   "preset": "curriculum", "checkpoints": "run", "device": "run", "dtype": "run"}
+# flag -> (option, configuration section, key): the run flags train, forecast and kernel share
+RUN_FLAGS: dict[str, tuple[Any, str, str]] = {
+    "init_scale": (InitScale, "network", "init_scale"),
+    "hidden": (Hidden, "network", "hidden"),
+    "seed": (Seed, "network", "seed"),
+    "steps": (Steps, "curriculum", "steps"),
+    "lr": (LearningRate, "curriculum", "lr"),
+    "n_train": (NTrain, "curriculum", "n"),
+    "preset": (Preset, "curriculum", "preset"),
+    "checkpoints": (Checkpoints, "run", "checkpoints"),
+    "device": (Device, "run", "device"),
+    "dtype": (Dtype, "run", "dtype"),
+}
 
 
 def run_overrides(**flags) -> dict:
@@ -32,7 +45,8 @@ def run_overrides(**flags) -> dict:
     overrides: dict = {}
     for name, value in flags.items():
         if value is not None:
-            overrides.setdefault(SECTION_OF_FLAG[name], {})[name] = value
+            _, section, key = RUN_FLAGS[name]
+            overrides.setdefault(section, {})[key] = value
     return overrides
 
 
@@ -43,3 +57,28 @@ def build_setup(config: Path | None, **flags):
 
     raw = configuration.load_toml(config) if config else {}
     return configuration.build(configuration.merge(raw, run_overrides(**flags)))
+
+
+def with_setup(skip: Sequence[str] = ()) -> Callable[[Callable], Callable]:
+    """Give a command --config and the run flags (RUN_FLAGS but ``skip``) in place of its
+    ``setup`` parameter, which receives the Setup they build."""
+    flags = [name for name in RUN_FLAGS if name not in skip]
+    options = {"config": ConfigFile, **{name: RUN_FLAGS[name][0] for name in flags}}
+
+    def decorate(command: Callable) -> Callable:
+        signature = inspect.signature(command, eval_str=True)
+
+        @functools.wraps(command)
+        def wrapper(*args, **kwargs):
+            given = {name: kwargs.pop(name) for name in options}
+            return command(*args, setup=build_setup(**given), **kwargs)
+
+        kept = [p for p in signature.parameters.values() if p.name != "setup"]
+        added = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None,
+                                   annotation=option) for name, option in options.items()]
+        wrapper.__signature__ = signature.replace(parameters=[*kept, *added])
+        wrapper.__annotations__ = {p.name: p.annotation for p in wrapper.__signature__
+                                   .parameters.values()}
+        return wrapper
+
+    return decorate

@@ -7,23 +7,9 @@ from typing import Annotated
 
 import typer
 from repkernel_cli.app import app, user_errors
+from repkernel_cli.files import load_result
 
-KIND_HELP = ("rsm, task-similarity, kernel-eigenvectors, pseudo-kernel, fidelity, multitask, "
-             "loss or grouping.")
-
-
-def load_result(path: Path):
-    """A result file as a Dataset, or as a DataTree when it has groups (a study result)."""
-    import xarray as xr
-
-    if not path.is_file():
-        raise FileNotFoundError(f"no result file at {path}")
-    try:
-        with xr.open_datatree(path) as tree:
-            tree = tree.load()
-    except (OSError, ValueError):
-        raise ValueError(f"{path} is not a readable netCDF result file") from None
-    return tree if tree.children else tree.to_dataset()
+from repkernel import plot as plotting
 
 
 def _steps(values: list[str] | None) -> list[int] | None:
@@ -66,29 +52,31 @@ def plot(
         help="Result files (netCDF): training, forecast, comparison, multitask scores, kernel "
         "or study results; give a forecast and an actual result to see them side by side.",
         show_default=False)],
-    kind: Annotated[str, typer.Option("--kind", "-k", help=f"The figure: {KIND_HELP}",
+    kind: Annotated[str, typer.Option("--kind", "-k", help="The figure: " + "; ".join(
+        f"{name} ({figure.description})" for name, figure in plotting.FIGURES.items()) + ".",
                                       show_default=False)],
     out: Annotated[Path, typer.Option("--out", "-o", help="Figure file: .pdf, .png or .svg.",
                                       show_default=False)],
     times: Annotated[list[str] | None, typer.Option(
-        "--times", "-t", help="Checkpoint steps of heatmap and multitask rows, e.g. --times "
-        "0,250,500 (default: first, middle and last; multitask: last).")] = None,
+        "--times", "-t", help="Checkpoint steps of the " + ", ".join(
+            name for name, figure in plotting.FIGURES.items() if figure.times) + " figures, "
+        "e.g. --times 0,250,500 (default: first, middle and last; multitask: last).")] = None,
     select: Annotated[list[str] | None, typer.Option(
         "--select", "-s", help="dim=value to narrow the data first, e.g. --select "
         "init_scale=0.1 (repeatable).")] = None,
 ) -> None:
     """Draw a paper-ready figure (repkernel.plot) of result files and save it atomically."""
-    from repkernel import plot as plotting  # matplotlib only when a figure is asked for
-
-    if kind not in plotting.KINDS:
-        raise ValueError(f"unknown --kind {kind!r}: choose one of {', '.join(plotting.KINDS)}")
+    if kind not in plotting.FIGURES:
+        raise ValueError(f"unknown --kind {kind!r}: choose one of "
+                         f"{', '.join(plotting.FIGURES)}")
     if out.suffix.lower() not in plotting.SUFFIXES:
         raise ValueError(f"cannot write a figure to {out.name!r}: the file name must end in "
                          f"{', '.join(plotting.SUFFIXES)}")
     steps, selection = _steps(times), _selection(select)
-    if steps is not None and kind not in ("rsm", "task-similarity", "multitask"):
-        raise ValueError(f"--times chooses the checkpoints of the rsm, task-similarity and "
-                         f"multitask figures; --kind {kind} shows every checkpoint")
+    if steps is not None and not plotting.FIGURES[kind].times:
+        with_times = [name for name, figure in plotting.FIGURES.items() if figure.times]
+        raise ValueError(f"--times chooses the checkpoints of the {', '.join(with_times)} "
+                         f"figures; --kind {kind} shows every checkpoint")
     loaded = [load_result(path) for path in results]
     figure = plotting.render(kind, _labelled(results, loaded), times=steps, select=selection)
     plotting.save_figure(figure, out)

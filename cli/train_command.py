@@ -15,26 +15,14 @@ from repkernel import results, training
 
 @app.command()
 @user_errors
+@options.with_setup()
 def train(
+    setup,
     out: Annotated[Path, typer.Option("--out", "-o", help="netCDF file to write.")] = Path(
         "train.nc"),
-    config: options.ConfigFile = None,
-    init_scale: options.InitScale = None,
-    hidden: options.Hidden = None,
-    seed: options.Seed = None,
-    steps: options.Steps = None,
-    lr: options.LearningRate = None,
-    n_train: options.NTrain = None,
-    preset: options.Preset = None,
-    checkpoints: options.Checkpoints = None,
-    device: options.Device = None,
-    dtype: options.Dtype = None,
 ) -> None:
     """Train the network of a configuration (default: the published multitask setup, phase 1,
     standard init) and write hidden(time, item, unit), output, loss and weights as netCDF."""
-    setup = options.build_setup(
-        config, init_scale=init_scale, hidden=hidden, seed=seed, steps=steps, lr=lr, n=n_train,
-        preset=preset, checkpoints=checkpoints, device=device, dtype=dtype)
     with step_progress("training", setup.curriculum.total_steps) as advance:
         result = training.train(setup.network, setup.curriculum, setup.probes,
                                 checkpoints=setup.checkpoints,

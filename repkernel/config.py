@@ -6,9 +6,12 @@ Sections (all keys optional unless said; defaults are the published main setup, 
   [environment] kind = "multitask" | "step_function" | "deep_linear_modes"
                 input_dims, features, output_dims, tasks ("all" or task indices)   (multitask)
                 n_train, n_test (step_function); n, singular_values, seed (deep_linear_modes)
-  [network]     kind = "multitask" | "mlp" | "deep_linear"; hidden, init_scale, bias, seed,
-                activation, initial_task_similarity (multitask); sizes, activation, bias,
-                init_scale, seed (mlp, deep_linear); trainable = "all" or weight-group names
+  [network]     kind = a name of repkernel.networks.NETWORKS ("multitask", "mlp",
+                "deep_linear"); the options of that kind's constructor, defaults its own
+                (multitask: hidden, init_scale, bias, seed, activation, output_activation,
+                initial_task_similarity, task_weight_scale; mlp: sizes, activation, bias,
+                init_scale, seed, output_activation; deep_linear: sizes, init_scale, seed);
+                trainable = "all" or weight-group names
   [curriculum]  preset = "interleaved" | "blocked" | "single_then_concurrent" | "mixed" |
                 "dataset" (the environment's own training set); n, steps, lr, batch, reduction,
                 (blocked splits the n patterns and the steps evenly over the tasks)
@@ -22,12 +25,13 @@ from __future__ import annotations
 
 import copy
 import difflib
+import inspect
 
 try:
     import tomllib
 except ImportError:  # Python 3.10
     import tomli as tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Hashable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,7 +45,13 @@ from repkernel.environments import (
     step_function_task,
 )
 from repkernel.losses import LOSSES, REDUCTIONS
-from repkernel.networks import ACTIVATIONS, MLP, DeepLinear, MultitaskNetwork
+from repkernel.networks import (
+    ACTIVATIONS,
+    NETWORKS,
+    REQUIRED,
+    network_from_config,
+    network_options,
+)
 from repkernel.patterns import PatternSet
 
 
@@ -53,30 +63,68 @@ class ConfigError(ValueError):
         super().__init__("invalid configuration: " + "; ".join(problems))
 
 
-def _positive_int(v):
+def defaults_of(function: Callable) -> dict[str, Any]:
+    """The keyword defaults of ``function``: the one source of a library call's defaults for
+    the CLI and the study schema."""
+    return {p.name: p.default for p in inspect.signature(function).parameters.values()
+            if p.default is not inspect.Parameter.empty}
+
+
+# -- checkers: value -> bool, public so that studies and plugins check their keys the same way
+
+def positive_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and v > 0
 
 
-def _non_negative_int(v):
+def non_negative_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and v >= 0
 
 
-def _positive_number(v):
+def positive_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0
 
 
-def _number(v):
+def number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
-def _one_of(*choices):
-    def check(v):
-        return v in choices
-    check.__doc__ = f"one of {list(choices)}"
-    return check
+class OneOf:
+    """Check that a value is one of ``choices`` (a tuple, or a registry dict read at each check,
+    so rows added later count); ``str()`` says what the value must be."""
+
+    def __init__(self, choices: Collection[Any]) -> None:
+        self.choices = choices
+
+    def __call__(self, v: Any) -> bool:
+        return isinstance(v, Hashable) and v in self.choices
+
+    def __str__(self) -> str:
+        return f"one of {list(self.choices)}"
 
 
-def _int_or_list_of(check_item):
+class ListOf(OneOf):
+    """Check that a value is a list drawn from ``choices`` (as OneOf)."""
+
+    def __call__(self, v: Any) -> bool:
+        return isinstance(v, list) and all(map(super().__call__, v))
+
+    def __str__(self) -> str:
+        return f"a list drawn from {list(self.choices)}"
+
+
+def choice(default: Any, choices: Collection[Any]) -> tuple[Any, OneOf, OneOf]:
+    """A schema row (default, check, what) for one of ``choices``."""
+    check = OneOf(choices)
+    return default, check, check
+
+
+def choices(default: list, choices: Collection[Any]) -> tuple[list, ListOf, ListOf]:
+    """A schema row (default, check, what) for a list drawn from ``choices``."""
+    check = ListOf(choices)
+    return default, check, check
+
+
+def int_or_list_of(check_item: Callable[[Any], bool]) -> Callable[[Any], bool]:
     def check(v):
         return check_item(v) or (isinstance(v, list) and len(v) > 0 and all(map(check_item, v)))
     return check
@@ -84,11 +132,11 @@ def _int_or_list_of(check_item):
 
 def _k_probs(v):
     return isinstance(v, Mapping) and len(v) > 0 and all(
-        str(k).isdigit() and int(k) >= 1 and _number(p) and p >= 0 for k, p in v.items())
+        str(k).isdigit() and int(k) >= 1 and number(p) and p >= 0 for k, p in v.items())
 
 
 def _tasks(v):
-    return v == "all" or (isinstance(v, list) and len(v) > 0 and all(map(_non_negative_int, v)))
+    return v == "all" or (isinstance(v, list) and len(v) > 0 and all(map(non_negative_int, v)))
 
 
 def _trainable(v):
@@ -96,15 +144,15 @@ def _trainable(v):
 
 
 def _batch(v):
-    return v in ("full", "online") or _positive_int(v)
+    return v in ("full", "online") or positive_int(v)
 
 
 def _sizes(v):
-    return isinstance(v, list) and len(v) >= 3 and all(map(_positive_int, v))
+    return isinstance(v, list) and len(v) >= 3 and all(map(positive_int, v))
 
 
 def _stimuli(v):
-    return v == "all" or _positive_int(v)
+    return v == "all" or positive_int(v)
 
 
 def _device(v):
@@ -115,72 +163,74 @@ def _device(v):
     return True
 
 
+PRESETS = ("interleaved", "blocked", "single_then_concurrent", "mixed", "dataset")
+PROBE_SOURCES = ("sample", "patterns", "train", "test")
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 # section -> key -> (default, check, what the value must be)
 Spec = dict[str, tuple[Any, Callable[[Any], bool], str]]
 SCHEMA: dict[str, Spec] = {
     "environment": {
-        "kind": ("multitask", _one_of("multitask", "step_function", "deep_linear_modes"),
-                 "'multitask', 'step_function' or 'deep_linear_modes'"),
-        "input_dims": (4, _positive_int, "a positive integer"),
-        "features": (3, _positive_int, "a positive integer"),
-        "output_dims": (3, _positive_int, "a positive integer"),
+        "kind": choice("multitask", ("multitask", "step_function", "deep_linear_modes")),
+        "input_dims": (4, positive_int, "a positive integer"),
+        "features": (3, positive_int, "a positive integer"),
+        "output_dims": (3, positive_int, "a positive integer"),
         "tasks": ("all", _tasks, "'all' or a list of task indices"),
-        "n_train": (6, _positive_int, "a positive integer"),
-        "n_test": (1000, _positive_int, "a positive integer"),
-        "n": (250, _positive_int, "a positive integer"),
+        "n_train": (6, positive_int, "a positive integer"),
+        "n_test": (1000, positive_int, "a positive integer"),
+        "n": (250, positive_int, "a positive integer"),
         "singular_values": ([90.0, 24.0, 7.0, 1.0],
-                            lambda v: isinstance(v, list) and len(v) > 0 and all(map(_number, v)),
+                            lambda v: isinstance(v, list) and len(v) > 0 and all(map(number, v)),
                             "a list of numbers"),
-        "seed": (0, _non_negative_int, "a non-negative integer"),
+        "seed": (0, non_negative_int, "a non-negative integer"),
     },
+    # kind, trainable and the checks of network options; which options a kind takes and their
+    # defaults come from its constructor (networks.network_options), so REQUIRED is no default
     "network": {
-        "kind": ("multitask", _one_of("multitask", "mlp", "deep_linear"),
-                 "'multitask', 'mlp' or 'deep_linear'"),
-        "hidden": (200, _positive_int, "a positive integer"),
-        "init_scale": (0.1, _positive_number, "a positive number"),
-        "bias": (-2.0, lambda v: _number(v) or isinstance(v, bool),
+        "kind": choice("multitask", NETWORKS),
+        "hidden": (REQUIRED, positive_int, "a positive integer"),
+        "init_scale": (REQUIRED, lambda v: v is None or positive_number(v), "a positive number"),
+        "bias": (REQUIRED, lambda v: number(v) or isinstance(v, bool),
                  "a number (true/false for mlp)"),
-        "seed": (0, _non_negative_int, "a non-negative integer"),
-        "activation": ("sigmoid", _one_of(*ACTIVATIONS), f"one of {sorted(ACTIVATIONS)}"),
-        "initial_task_similarity": (None, lambda v: _number(v) and 0 <= v <= 1,
+        "seed": (REQUIRED, non_negative_int, "a non-negative integer"),
+        "activation": (REQUIRED, OneOf(ACTIVATIONS), OneOf(ACTIVATIONS)),
+        "output_activation": (REQUIRED, lambda v: v is None or v in ACTIVATIONS,
+                              OneOf(ACTIVATIONS)),
+        "initial_task_similarity": (REQUIRED, lambda v: v is None or (number(v) and 0 <= v <= 1),
                                     "a number in [0, 1]"),
-        "sizes": ([1, 100, 1], _sizes, "a list of at least 3 positive integers"),
+        "task_weight_scale": (REQUIRED, positive_number, "a positive number"),
+        "sizes": (REQUIRED, _sizes, "a list of at least 3 positive integers"),
         "trainable": ("all", _trainable, "'all' or a list of weight-group names"),
     },
     "curriculum": {
-        "preset": ("interleaved", _one_of("interleaved", "blocked", "single_then_concurrent",
-                                          "mixed", "dataset"),
-                   "'interleaved', 'blocked', 'single_then_concurrent', 'mixed' or 'dataset'"),
-        "n": (500, _positive_int, "a positive integer"),
-        "steps": (2500, _int_or_list_of(_non_negative_int),
+        "preset": choice("interleaved", PRESETS),
+        "n": (500, positive_int, "a positive integer"),
+        "steps": (2500, int_or_list_of(non_negative_int),
                   "a non-negative integer or a list of them"),
-        "lr": (0.03, _int_or_list_of(_positive_number), "a positive number or a list of them"),
+        "lr": (0.03, int_or_list_of(positive_number), "a positive number or a list of them"),
         "batch": ("full", _batch, "'full', 'online' or a positive integer"),
-        "reduction": ("sum", _one_of(*REDUCTIONS), f"one of {list(REDUCTIONS)}"),
-        "loss": ("mse", _one_of(*LOSSES), f"one of {list(LOSSES)}"),
-        "seed": (0, _non_negative_int, "a non-negative integer"),
+        "reduction": choice("sum", REDUCTIONS),
+        "loss": choice("mse", LOSSES),
+        "seed": (0, non_negative_int, "a non-negative integer"),
         "k_probs": ({"1": 1 / 3, "2": 1 / 3, "3": 1 / 3}, _k_probs,
                     "a table of task-set size -> probability"),
-        "p": (0.2, lambda v: _number(v) and 0 <= v <= 1, "a number in [0, 1]"),
-        "k": (2, _positive_int, "a positive integer"),
+        "p": (0.2, lambda v: number(v) and 0 <= v <= 1, "a number in [0, 1]"),
+        "k": (2, positive_int, "a positive integer"),
     },
     "probes": {
-        "source": ("sample", _one_of("sample", "patterns", "train", "test"),
-                   "'sample', 'patterns', 'train' or 'test'"),
-        "n": (500, _positive_int, "a positive integer"),
+        "source": choice("sample", PROBE_SOURCES),
+        "n": (500, positive_int, "a positive integer"),
         "k_probs": ({"1": 1.0}, _k_probs, "a table of task-set size -> probability"),
-        "k": ([1], _int_or_list_of(_positive_int), "a positive integer or a list of them"),
+        "k": ([1], int_or_list_of(positive_int), "a positive integer or a list of them"),
         "stimuli": ("all", _stimuli, "'all' or a positive integer"),
-        "seed": (1, _non_negative_int, "a non-negative integer"),
+        "seed": (1, non_negative_int, "a non-negative integer"),
     },
     "run": {
-        "checkpoints": (101, _int_or_list_of(_non_negative_int),
+        "checkpoints": (101, int_or_list_of(non_negative_int),
                         "a positive count or a list of steps"),
         "record_weights": (True, lambda v: isinstance(v, bool), "true or false"),
         "device": ("cpu", _device, "a torch device such as 'cpu' or 'cuda:0'"),
-        "dtype": ("float64", _one_of(*DTYPES), f"one of {list(DTYPES)}"),
+        "dtype": choice("float64", DTYPES),
     },
 }
 
@@ -214,6 +264,9 @@ def validate(raw: Mapping[str, Any], schema: Mapping[str, Spec] = SCHEMA,
         if not isinstance(given, Mapping):
             problems.append(f"[{section}]: must be a table")
             continue
+        if section == "network":
+            resolved[section] = _network_section(given, spec, problems)
+            continue
         for key in given:
             if key not in spec:
                 problems.append(f"[{section}].{key}: unknown key{_suggest(key, list(spec))}")
@@ -230,6 +283,41 @@ def validate(raw: Mapping[str, Any], schema: Mapping[str, Spec] = SCHEMA,
     if problems:
         raise ConfigError(problems)
     return resolved
+
+
+def _network_section(given: Mapping[str, Any], spec: Spec, problems: list[str]
+                     ) -> dict[str, Any]:
+    """[network] completed with its kind's constructor defaults; options of other kinds and
+    missing required options are problems."""
+    kind = given.get("kind", spec["kind"][0])
+    if not spec["kind"][1](kind):
+        problems.append(f"[network].kind: must be {spec['kind'][2]}, got {kind!r}")
+        return dict(given)
+    options = network_options(kind)
+    known = ["kind", *options, "trainable"]
+    values = {"kind": kind, **options, "trainable": spec["trainable"][0]}
+    for key, value in given.items():
+        if key not in known:
+            why = f"not an option of network kind {kind!r}" if key in spec else "unknown key"
+            problems.append(f"[network].{key}: {why}{_suggest(key, known)}")
+            continue
+        _, check, what = spec.get(key, (None, lambda v: True, ""))
+        if not check(value):
+            problems.append(f"[network].{key}: must be {what}, got {value!r}")
+        values[key] = value
+    problems += [f"[network].{key}: network kind {kind!r} needs it" for key, value
+                 in values.items() if value is REQUIRED]
+    return values
+
+
+def network_as_run(section: Mapping[str, Any]) -> dict[str, Any]:
+    """A [network] section as it runs: its kind, that kind's options (given values over the
+    constructor defaults) and trainable; keys of other kinds dropped (older configs list
+    every kind's keys)."""
+    kind = section.get("kind", SCHEMA["network"]["kind"][0])
+    options = network_options(kind) if kind in NETWORKS else {}
+    return {"kind": kind, **{k: section.get(k, v) for k, v in options.items()},
+            "trainable": section.get("trainable", SCHEMA["network"]["trainable"][0])}
 
 
 def _suggest(name: str, choices: list[str]) -> str:
@@ -299,10 +387,11 @@ def build(raw: Mapping[str, Any], extra_sections: tuple[str, ...] = ()) -> Setup
             env_cfg["n"], env_cfg["singular_values"], seed=env_cfg["seed"])
 
     problems = []
-    if (env is None) != (net_cfg["kind"] != "multitask"):
+    if (env is None) == NETWORKS[net_cfg["kind"]].needs_environment:
+        fitting = [kind for kind, network in NETWORKS.items()
+                   if network.needs_environment == (env is not None)]
         problems.append(f"[network].kind: {net_cfg['kind']!r} does not fit environment "
-                        f"{env_cfg['kind']!r}: use 'multitask' with the multitask environment and "
-                        f"'mlp' or 'deep_linear' otherwise")
+                        f"{env_cfg['kind']!r}: use one of {fitting}")
     if (env is None) != (cur_cfg["preset"] == "dataset"):
         problems.append(f"[curriculum].preset: {cur_cfg['preset']!r} does not fit environment "
                         f"{env_cfg['kind']!r}: use 'dataset' exactly for the fixed test cases")
@@ -315,8 +404,7 @@ def build(raw: Mapping[str, Any], extra_sections: tuple[str, ...] = ()) -> Setup
     if problems:
         raise ConfigError(problems)
 
-    with _default_dtype(DTYPES[cfg["run"]["dtype"]]):
-        network = _build_network(net_cfg, env)
+    network = network_from_config(net_cfg, env, DTYPES[cfg["run"]["dtype"]])
     curriculum = _build_curriculum(cur_cfg, env, train_set)
     if probe_cfg["source"] == "sample":
         probes = env.sample(probe_cfg["n"], _k_probs_dict(probe_cfg["k_probs"]),
@@ -330,34 +418,8 @@ def build(raw: Mapping[str, Any], extra_sections: tuple[str, ...] = ()) -> Setup
     return Setup(cfg, env, network, curriculum, probes, train_set, test_set)
 
 
-class _default_dtype:
-    def __init__(self, dtype):
-        self.dtype = dtype
-
-    def __enter__(self):
-        self.saved = torch.get_default_dtype()
-        torch.set_default_dtype(self.dtype)
-
-    def __exit__(self, *exc):
-        torch.set_default_dtype(self.saved)
-
-
 def _k_probs_dict(table: Mapping) -> dict[int, float]:
     return {int(k): float(p) for k, p in table.items()}
-
-
-def _build_network(cfg: dict[str, Any], env):
-    if cfg["kind"] == "multitask":
-        net = MultitaskNetwork(env, hidden=cfg["hidden"], init_scale=cfg["init_scale"],
-                               bias=float(cfg["bias"]), seed=cfg["seed"],
-                               activation=cfg["activation"],
-                               initial_task_similarity=cfg["initial_task_similarity"])
-    elif cfg["kind"] == "mlp":
-        net = MLP(cfg["sizes"], activation=cfg["activation"], bias=bool(cfg["bias"]),
-                  init_scale=cfg["init_scale"], seed=cfg["seed"])
-    else:
-        net = DeepLinear(cfg["sizes"], init_scale=cfg["init_scale"], seed=cfg["seed"])
-    return net.set_trainable(cfg["trainable"])
 
 
 def _build_curriculum(cfg: dict[str, Any], env, train_set) -> Curriculum:

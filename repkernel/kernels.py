@@ -54,6 +54,7 @@ from repkernel.networks import (
     placed,
 )
 from repkernel.patterns import PatternSet
+from repkernel.results import stack_hidden
 
 METHODS = ("auto", "structured", "generic")
 TARGETS = ("output", "hidden")
@@ -808,24 +809,12 @@ def _numpy(t: torch.Tensor) -> np.ndarray:
     return t.detach().cpu().numpy()
 
 
-def _stack_layers(layers: Sequence[torch.Tensor], unit_axis: int) -> np.ndarray:
-    """Per-layer arrays -> one array with a leading layer axis, narrower layers NaN-padded."""
-    width = max(t.shape[unit_axis] for t in layers)
-    arrays = []
-    for t in layers:
-        a = _numpy(t)
-        pad = [(0, 0)] * a.ndim
-        pad[unit_axis] = (0, width - a.shape[unit_axis])
-        arrays.append(np.pad(a, pad, constant_values=np.nan))
-    return np.stack(arrays)
-
-
 def _hidden_array(layers: Sequence[torch.Tensor], dims: tuple[str, ...], unit_axis: int,
                   coords: dict, name: str, attrs: dict) -> xr.DataArray:
     if len(layers) == 1:
         data, dims_out = _numpy(layers[0]), dims
     else:
-        data, dims_out = _stack_layers(layers, unit_axis), ("layer", *dims)
+        data, dims_out = stack_hidden(layers, unit_axis), ("layer", *dims)
         coords = {**coords, "layer": ("layer", np.arange(len(layers)))}
     coords = {**coords, "unit": ("unit", np.arange(data.shape[len(dims_out) - len(dims)
                                                                  + unit_axis]))}

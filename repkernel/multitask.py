@@ -29,10 +29,9 @@ import xarray as xr
 from repkernel.config import DTYPES
 from repkernel.environments import MultitaskEnvironment
 from repkernel.networks import (
-    MLP,
-    DeepLinear,
-    MultitaskNetwork,
+    NETWORKS,
     RepresentationNetwork,
+    network_from_config,
     placed,
     represent_at,
 )
@@ -261,30 +260,13 @@ def network_from_result(dataset: xr.Dataset) -> RepresentationNetwork:
     if not isinstance(cfg, dict) or "kind" not in cfg:
         raise ValueError("the result's config has no network entry: pass the network with "
                          "network=")
-    kind = cfg["kind"]
+    if cfg["kind"] not in NETWORKS:
+        raise ValueError(f"cannot rebuild a network of kind {cfg['kind']!r}: pass it with "
+                         f"network=")
     dtype = DTYPES.get(str(dataset.attrs.get("dtype", "float64")), torch.float64)
-    saved = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        if kind == "multitask":
-            net = MultitaskNetwork(
-                environment_from_result(dataset), hidden=cfg["hidden"],
-                init_scale=cfg["init_scale"], bias=cfg["bias"], seed=cfg["seed"],
-                activation=cfg["activation"], output_activation=cfg.get("output_activation"),
-                initial_task_similarity=cfg.get("initial_task_similarity"),
-                task_weight_scale=cfg.get("task_weight_scale", 5.0))
-        elif kind == "mlp":
-            net = MLP(cfg["sizes"], activation=cfg["activation"], bias=cfg["bias"],
-                      init_scale=cfg["init_scale"], seed=cfg["seed"],
-                      output_activation=cfg.get("output_activation", "linear"))
-        elif kind == "deep_linear":
-            net = DeepLinear(cfg["sizes"], init_scale=cfg["init_scale"], seed=cfg["seed"])
-        else:
-            raise ValueError(f"cannot rebuild a network of kind {kind!r}: pass it with network=")
-    finally:
-        torch.set_default_dtype(saved)
+    env = environment_from_result(dataset) if NETWORKS[cfg["kind"]].needs_environment else None
     trainable = config.get("trainable", cfg.get("trainable", "all"))
-    net.set_trainable(trainable)
+    net = network_from_config({**cfg, "trainable": trainable}, env, dtype)
     if "weights" in dataset and dataset.sizes["parameter"] != net.n_parameters:
         raise ValueError(f"the rebuilt network has {net.n_parameters} trainable weights but the "
                          f"result has {dataset.sizes['parameter']}: pass the network with "

@@ -12,8 +12,10 @@ networks that differ only in ``init_scale`` are the same draw scaled (as publish
 from __future__ import annotations
 
 import copy
+import inspect
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -36,18 +38,38 @@ def _activation(name: str):
     return ACTIVATIONS[name]
 
 
-def _uniform(generator: torch.Generator, shape: tuple[int, ...], bound: float) -> nn.Parameter:
+def _uniform(generator: torch.Generator, shape: tuple[int, ...], bound: float,
+             dtype: torch.dtype) -> nn.Parameter:
     draw = torch.rand(shape, generator=generator, dtype=torch.float64) * 2.0 - 1.0
-    return nn.Parameter((draw * bound).to(torch.get_default_dtype()))
+    return nn.Parameter((draw * bound).to(dtype))
 
 
 class RepresentationNetwork(nn.Module):
-    """Base class: hidden/output forward pass, flat trainable parameters, trainable groups."""
+    """Base class of every network repkernel forecasts; the contract a new network fulfils.
+
+    A subclass defines, and the rest of repkernel relies on nothing else:
+      __init__(*options, seed, dtype=None)  weights drawn from ``seed``, in ``dtype`` (None: the
+                                        torch default dtype); with ``needs_environment`` the
+                                        first argument is the MultitaskEnvironment
+      forward(x (n, D), c (n, C) or None) -> (hidden, output): hidden a tuple with one
+                                        (n, H_l) tensor per hidden layer, after the activation;
+                                        output (n, O)
+      hidden_sizes                      (H_1, ..., H_L)
+      config                            {"kind": its NETWORKS name, every constructor option}:
+                                        network_from_config(config) rebuilds the same weights
+    Trainable weights are nn.Parameters (set_trainable chooses which train); fixed tensors are
+    buffers. Everything else (represent, flat parameters, trainable groups) is provided here.
+    Registering the class in NETWORKS makes it available to configs, studies and the
+    rebuilding of networks from saved results.
+    """
 
     config: dict
+    needs_environment: bool = False
 
-    def forward(self, x: torch.Tensor, c: torch.Tensor | None = None):
-        raise NotImplementedError
+    def forward(self, x: torch.Tensor, c: torch.Tensor | None = None
+                ) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+        raise NotImplementedError(f"{type(self).__name__} must define forward(x, c) -> "
+                                  f"(hidden tuple, output)")
 
     def represent(self, patterns: PatternSet) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
         """Hidden representations (one (n, H_l) per layer) and output (n, O) for a PatternSet,
@@ -58,7 +80,7 @@ class RepresentationNetwork(nn.Module):
 
     @property
     def hidden_sizes(self) -> tuple[int, ...]:
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must define hidden_sizes")
 
     def trainable_names(self) -> list[str]:
         return [name for name, p in self.named_parameters() if p.requires_grad]
@@ -134,10 +156,12 @@ class MultitaskNetwork(RepresentationNetwork):
     otherwise, times ``task_weight_scale`` (5).
     """
 
+    needs_environment = True
+
     def __init__(
         self,
         env: MultitaskEnvironment,
-        hidden: int = 100,
+        hidden: int = 200,
         init_scale: float = 0.1,
         bias: float = -2.0,
         seed: int = 0,
@@ -145,8 +169,10 @@ class MultitaskNetwork(RepresentationNetwork):
         output_activation: str | None = None,
         initial_task_similarity: float | None = None,
         task_weight_scale: float = 5.0,
+        dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
+        dtype = dtype or torch.get_default_dtype()
         if hidden < 1:
             raise ValueError(f"hidden must be a positive number of units, got {hidden}")
         if not init_scale > 0:
@@ -155,14 +181,14 @@ class MultitaskNetwork(RepresentationNetwork):
         self.phi, self.psi = _activation(activation), _activation(output_activation)
         g = torch.Generator().manual_seed(seed)
         n_in, n_cues, n_out = env.n_stimulus, env.n_cues, env.n_outputs
-        self.stimulus_hidden = _uniform(g, (hidden, n_in), init_scale)
-        self.task_hidden = _uniform(g, (hidden, n_cues), init_scale)
-        self.hidden_output = _uniform(g, (n_out, hidden), init_scale)
-        self.task_output = _uniform(g, (n_out, n_cues), init_scale)
-        self.register_buffer("hidden_bias", torch.full((hidden,), float(bias)))
-        self.register_buffer("output_bias", torch.full((n_out,), float(bias)))
+        self.stimulus_hidden = _uniform(g, (hidden, n_in), init_scale, dtype)
+        self.task_hidden = _uniform(g, (hidden, n_cues), init_scale, dtype)
+        self.hidden_output = _uniform(g, (n_out, hidden), init_scale, dtype)
+        self.task_output = _uniform(g, (n_out, n_cues), init_scale, dtype)
+        self.register_buffer("hidden_bias", torch.full((hidden,), float(bias), dtype=dtype))
+        self.register_buffer("output_bias", torch.full((n_out,), float(bias), dtype=dtype))
         if initial_task_similarity is not None:
-            columns = task_similarity_columns(env, hidden, initial_task_similarity, seed)
+            columns = task_similarity_columns(env, hidden, initial_task_similarity, seed, dtype)
             with torch.no_grad():
                 self.task_hidden.copy_(columns * task_weight_scale)
         self.config = {
@@ -186,7 +212,7 @@ class MultitaskNetwork(RepresentationNetwork):
 
 
 def task_similarity_columns(env: MultitaskEnvironment, hidden: int, similarity: float,
-                            seed: int = 0) -> torch.Tensor:
+                            seed: int = 0, dtype: torch.dtype | None = None) -> torch.Tensor:
     """(hidden, n_tasks) unit-norm, zero-mean columns with correlation ``similarity`` within each
     input dimension's tasks and 0 across: w_t = sqrt(s) q_a + sqrt(1 - s) q_t, q orthonormal and
     orthogonal to the ones vector."""
@@ -201,7 +227,7 @@ def task_similarity_columns(env: MultitaskEnvironment, hidden: int, similarity: 
     shared, own = q[:, 1:1 + env.n_input_dims], q[:, 1 + env.n_input_dims:]
     columns = [math.sqrt(similarity) * shared[:, env.input_dim(t)] + math.sqrt(1 - similarity)
                * own[:, i] for i, t in enumerate(env.tasks)]
-    return torch.stack(columns, dim=1).to(torch.get_default_dtype())
+    return torch.stack(columns, dim=1).to(dtype or torch.get_default_dtype())
 
 
 class MLP(RepresentationNetwork):
@@ -221,8 +247,10 @@ class MLP(RepresentationNetwork):
         init_scale: float | None = None,
         seed: int = 0,
         output_activation: str = "linear",
+        dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
+        dtype = dtype or torch.get_default_dtype()
         sizes = [int(s) for s in sizes]
         if len(sizes) < 3 or min(sizes) < 1:
             raise ValueError(f"sizes must list input, at least one hidden and output size "
@@ -236,9 +264,9 @@ class MLP(RepresentationNetwork):
         for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
             layer = nn.Module()
             bound = scale / math.sqrt(fan_in)
-            layer.weight = _uniform(g, (fan_out, fan_in), bound)
+            layer.weight = _uniform(g, (fan_out, fan_in), bound, dtype)
             if bias:
-                layer.bias = _uniform(g, (fan_out,), bound)
+                layer.bias = _uniform(g, (fan_out,), bound, dtype)
             else:
                 layer.bias = None
             self.layers.append(layer)
@@ -267,10 +295,69 @@ class DeepLinear(MLP):
     """Deep linear network without biases (REFERENCE.md B): sizes = [n_in, H_1, ..., n_out],
     PyTorch's default init times ``init_scale`` (0.1 = the published small init)."""
 
-    def __init__(self, sizes: Sequence[int], init_scale: float = 0.1, seed: int = 0) -> None:
-        super().__init__(sizes, activation="linear", bias=False, init_scale=init_scale, seed=seed)
+    def __init__(self, sizes: Sequence[int], init_scale: float = 0.1, seed: int = 0,
+                 dtype: torch.dtype | None = None) -> None:
+        super().__init__(sizes, activation="linear", bias=False, init_scale=init_scale, seed=seed,
+                         dtype=dtype)
         self.config = {"kind": "deep_linear", "sizes": list(sizes), "init_scale": init_scale,
                        "seed": seed}
+
+
+# kind -> class: the one list of networks that configs, studies and saved results can name
+NETWORKS: dict[str, type[RepresentationNetwork]] = {
+    "multitask": MultitaskNetwork,
+    "mlp": MLP,
+    "deep_linear": DeepLinear,
+}
+_NOT_OPTIONS = ("self", "env", "dtype")
+
+
+def network_options(kind: str) -> dict[str, Any]:
+    """The options of a NETWORKS kind with their constructor defaults (REQUIRED where none)."""
+    if kind not in NETWORKS:
+        raise ValueError(f"unknown network kind {kind!r}: choose one of {list(NETWORKS)}")
+    parameters = inspect.signature(NETWORKS[kind].__init__).parameters.values()
+    return {p.name: REQUIRED if p.default is inspect.Parameter.empty else p.default
+            for p in parameters if p.name not in _NOT_OPTIONS
+            and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+
+
+class _Required:
+    def __repr__(self) -> str:
+        return "REQUIRED"
+
+
+REQUIRED = _Required()
+
+
+def network_from_config(config: Mapping[str, Any], env: MultitaskEnvironment | None = None,
+                        dtype: torch.dtype | None = None) -> RepresentationNetwork:
+    """Build the network a config describes: NETWORKS[config["kind"]] with the config's options
+    (the constructor's defaults for the rest), the weight groups of ``config["trainable"]``
+    (default all) trainable, in ``dtype`` (None: the torch default).
+
+    config: a run configuration's [network] section or a network's own ``config`` (whose
+    ``environment`` entry is ignored: pass ``env``, needed by kinds with needs_environment).
+    """
+    kind = config.get("kind")
+    options = network_options(kind)
+    unknown = sorted(set(config) - set(options) - {"kind", "trainable", "environment"})
+    if unknown:
+        raise ValueError(f"{unknown[0]!r} is not an option of network kind {kind!r}: use "
+                         f"{', '.join(options)}")
+    given = {**options, **{k: v for k, v in config.items() if k in options}}
+    missing = [name for name, value in given.items() if value is REQUIRED]
+    if missing:
+        raise ValueError(f"network kind {kind!r} needs {missing[0]!r}: give it in the config")
+    network_class = NETWORKS[kind]
+    if network_class.needs_environment:
+        if env is None:
+            raise ValueError(f"network kind {kind!r} is built for a MultitaskEnvironment: pass "
+                             f"env=")
+        network = network_class(env, **given, dtype=dtype)
+    else:
+        network = network_class(**given, dtype=dtype)
+    return network.set_trainable(config.get("trainable", "all"))
 
 
 def represent_at(network: RepresentationNetwork, thetas: torch.Tensor, x: torch.Tensor,

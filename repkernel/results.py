@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -55,15 +55,17 @@ def checkpoint_steps(checkpoints: int | Sequence[int], total_steps: int) -> np.n
     return steps
 
 
-def stack_hidden(hidden: Sequence[torch.Tensor]) -> np.ndarray:
-    """Per-layer (..., n, H_l) tensors -> (layer, ..., n, max H) array, NaN-padded."""
+def stack_hidden(hidden: Sequence[torch.Tensor], unit_axis: int = -1) -> np.ndarray:
+    """Per-layer tensors (..., H_l, ...) -> (layer, ..., max H, ...) array, the unit axis
+    ``unit_axis`` of narrower layers NaN-padded."""
     if len(hidden) == 1:  # nothing to pad: no copy
         return hidden[0].detach().cpu().numpy()[None]
-    width = max(h.shape[-1] for h in hidden)
+    width = max(h.shape[unit_axis] for h in hidden)
     arrays = []
     for h in hidden:
         a = h.detach().cpu().numpy()
-        pad = [(0, 0)] * (a.ndim - 1) + [(0, width - a.shape[-1])]
+        pad = [(0, 0)] * a.ndim
+        pad[unit_axis] = (0, width - a.shape[unit_axis])
         arrays.append(np.pad(a, pad, constant_values=np.nan))
     return np.stack(arrays)
 
@@ -153,20 +155,30 @@ def config_of(dataset: xr.Dataset) -> dict[str, Any]:
     return json.loads(dataset.attrs.get("config", "{}"))
 
 
-def save(dataset: xr.Dataset, path: str | os.PathLike) -> Path:
-    """Write netCDF atomically: a temporary file in the same folder, then a rename, so no
-    half-written result file ever exists at ``path``."""
+def write_atomic(path: str | os.PathLike, write: Callable[[str], Any], mode: int = 0o644
+                 ) -> Path:
+    """Call write(temporary path) on a temporary file in ``path``'s folder, then rename it to
+    ``path``: no half-written file ever exists at ``path`` (the temporary file is removed if
+    writing fails). The file gets permissions ``mode``; returns ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        _netcdf_ready(dataset).to_netcdf(tmp)
+        os.chmod(tmp, mode)  # a result to share, not a private temporary file
+        write(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def save(dataset: xr.Dataset | xr.DataTree, path: str | os.PathLike) -> Path:
+    """Write a result (a Dataset, or a DataTree of them) as netCDF atomically (write_atomic)."""
+    if isinstance(dataset, xr.DataTree):
+        return write_atomic(path, dataset.map_over_datasets(_netcdf_ready).to_netcdf)
+    return write_atomic(path, _netcdf_ready(dataset).to_netcdf)
 
 
 def _netcdf_ready(dataset: xr.Dataset) -> xr.Dataset:

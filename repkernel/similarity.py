@@ -14,15 +14,18 @@ the item and unit dims named by ``item_dim`` / ``unit_dim`` (their order in the 
 matter). Two DataArray inputs must agree exactly on shared coordinates (items, checkpoints);
 their unit dims may differ, since units are not matched across networks. Computation is float64.
 
-``compare(a, b)`` computes a named set of metrics (one dispatcher over ``COMPARISONS``, as in
-rsatoolbox's ``compare``) between two results of repkernel.results' layout, per checkpoint.
+``compare(a, b)`` computes a named set of metrics (one dispatcher over the ``METRICS`` registry,
+as in rsatoolbox's ``compare``) between two results of repkernel.results' layout, per checkpoint.
+A new metric is one function plus one ``Metric`` row in METRICS; compare, the compare command
+and a study's ``[compare] metrics`` offer it from there.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 import numpy as np
 import scipy.stats
@@ -826,40 +829,69 @@ def adjusted_rand_index(labels_a: Array, labels_b: Array, *, item_dim: str = "it
 
 # -- compare: forecast versus actual results --------------------------------------------------
 
-def _change(a: xr.DataArray, b: xr.DataArray, initial: xr.DataArray,
-            dims: Mapping[str, str]) -> dict[str, xr.DataArray]:
-    result = change_alignment(a, b, initial, **dims)
-    return {f"change_{name}": result[name] for name in CHANGE_ALIGNMENT}
+class Variable(NamedTuple):
+    """One result variable of a metric: its long name and its value when a and b are equal."""
+
+    long_name: str
+    identity: float
 
 
-# name -> function(a, b, initial, dims) -> {variable suffix: DataArray}
-COMPARISONS: dict[str, Callable[..., dict[str, xr.DataArray]]] = {
-    "change_alignment": _change,
-    "rsa": lambda a, b, _, dims: {"rsa": rsa(a, b, **dims)},
-    "cka": lambda a, b, _, dims: {"cka_similarity": cka_similarity(a, b, **dims)},
-    "cka_debiased": lambda a, b, _, dims: {
-        "debiased_cka_similarity": cka_similarity(a, b, debiased=True, **dims)},
-    "cka_rbf": lambda a, b, _, dims: {"rbf_cka_similarity": cka_similarity(a, b, "rbf", **dims)},
-    "procrustes": lambda a, b, _, dims: {"procrustes_distance": procrustes_distance(a, b, **dims)},
-    "angular_shape": lambda a, b, _, dims: {
-        "angular_shape_distance": angular_shape_distance(a, b, **dims)},
-    "cca": lambda a, b, _, dims: {"cca_similarity": cca_similarity(a, b, **dims)},
-    "svcca": lambda a, b, _, dims: {"svcca_similarity": svcca_similarity(a, b, **dims)},
+@dataclass(frozen=True)
+class Metric:
+    """One row of METRICS: a metric ``compare`` offers.
+
+    function(a, b, **options, item_dim=..., unit_dim=...) -> (...) DataArray, or a Dataset of
+    several (...) results in the order of ``variables``; with ``initial=True`` it is called as
+    function(a, b, initial, ...), initial being b at time 0. variables: the suffix of each
+    result variable ({variable}_{suffix}) -> Variable(long name, identity value).
+    """
+
+    function: Callable[..., Any]
+    variables: Mapping[str, Variable]
+    options: Mapping[str, Any] = field(default_factory=dict)
+    initial: bool = False
+
+    def __call__(self, a: xr.DataArray, b: xr.DataArray, initial: xr.DataArray | None,
+                 dims: Mapping[str, str]) -> dict[str, xr.DataArray]:
+        """{suffix: (...) DataArray} of a against b (dims: item_dim and unit_dim)."""
+        arguments = (a, b, initial) if self.initial else (a, b)
+        result = self.function(*arguments, **self.options, **dims)
+        values = list(result.data_vars.values()) if isinstance(result, xr.Dataset) else [result]
+        if len(values) != len(self.variables):
+            raise ValueError(f"{self.function.__name__} gave {len(values)} results for the "
+                             f"{len(self.variables)} variables {list(self.variables)}: make the "
+                             f"metric's variables match its results")
+        return dict(zip(self.variables, values))
+
+
+# name -> Metric: the one list of what compare, the compare command and studies offer
+METRICS: dict[str, Metric] = {
+    "change_alignment": Metric(change_alignment, {
+        "change_correlation": Variable("change correlation", 1.0),
+        "change_cosine": Variable("change cosine", 1.0),
+        "change_relative_error": Variable("change relative error", 0.0)}, initial=True),
+    "rsa": Metric(rsa, {"rsa": Variable("RSA (Pearson r of RSMs)", 1.0)}),
+    "cka": Metric(cka_similarity, {"cka_similarity": Variable("linear CKA", 1.0)}),
+    "cka_debiased": Metric(cka_similarity, {
+        "debiased_cka_similarity": Variable("debiased linear CKA", 1.0)}, {"debiased": True}),
+    "cka_rbf": Metric(cka_similarity, {"rbf_cka_similarity": Variable("RBF CKA", 1.0)},
+                      {"kind": "rbf"}),
+    "procrustes": Metric(procrustes_distance, {
+        "procrustes_distance": Variable("Procrustes distance", 0.0)}),
+    "angular_shape": Metric(angular_shape_distance, {
+        "angular_shape_distance": Variable("angular shape distance", 0.0)}),
+    "cca": Metric(cca_similarity, {"cca_similarity": Variable("mean CCA", 1.0)}),
+    "svcca": Metric(svcca_similarity, {"svcca_similarity": Variable("SVCCA", 1.0)}),
 }
+DEFAULT_METRICS = ("change_alignment", "rsa", "cka", "procrustes")
 
-LONG_NAMES = {
-    "change_correlation": "change correlation",
-    "change_cosine": "change cosine",
-    "change_relative_error": "change relative error",
-    "rsa": "RSA (Pearson r of RSMs)",
-    "cka_similarity": "linear CKA",
-    "debiased_cka_similarity": "debiased linear CKA",
-    "rbf_cka_similarity": "RBF CKA",
-    "procrustes_distance": "Procrustes distance",
-    "angular_shape_distance": "angular shape distance",
-    "cca_similarity": "mean CCA",
-    "svcca_similarity": "SVCCA",
-}
+
+def metric_names(names: Sequence[str]) -> tuple[str, ...]:
+    """The given METRICS names, each once; ValueError naming an unknown one."""
+    unknown = [name for name in names if name not in METRICS]
+    if unknown:
+        raise ValueError(f"unknown metric {unknown[0]!r}: choose from {', '.join(METRICS)}")
+    return tuple(dict.fromkeys(names))
 
 
 def _brief(values: xr.DataArray, most: int = 8) -> str:
@@ -925,16 +957,16 @@ def _compare_variable(a: xr.DataArray, b: xr.DataArray, metrics: Sequence[str],
         present = ~b.isnull().all([d for d in b.dims if d != unit])
         a, b = a.sel({unit: present.values}), b.sel({unit: present.values})
     initial = None
-    if "change_alignment" in metrics:  # without b's time-only coordinates (stage)
+    if any(METRICS[metric].initial for metric in metrics):  # without b's time-only coordinates
         initial = b.sel(time=0, drop=True).reset_coords(drop=True)
     out = {}
     for metric in metrics:
-        out.update(COMPARISONS[metric](a, b, initial, dims))
+        out.update(METRICS[metric](a, b, initial, dims))
     return out
 
 
 def compare(a: xr.Dataset, b: xr.Dataset,
-            metrics: Sequence[str] = ("change_alignment", "rsa", "cka", "procrustes"),
+            metrics: Sequence[str] = DEFAULT_METRICS,
             variables: Sequence[str] = ("hidden", "output"), *,
             item_dim: str = "item") -> xr.Dataset:
     """Compare two results (a = forecast, b = the reference, usually the actual training) per
@@ -945,7 +977,7 @@ def compare(a: xr.Dataset, b: xr.Dataset,
     and the same unit sizes (ValueError naming the difference otherwise). Each variable's last
     dim is its unit dim; every other dim is broadcast (a forecast's ``readout``) or matched
     (``seed``, ``layer``). NaN-padded units of narrower layers are dropped per layer.
-    metrics (names of COMPARISONS), giving variables:
+    metrics: names of METRICS (each Metric row lists the variables it gives), e.g.
       change_alignment  change_correlation, change_cosine, change_relative_error, of
                         dh = x(t) - x_b(0): the initial representation is b at time 0 (the
                         reference's own start), so b needs step 0; nan/inf at time 0
@@ -954,20 +986,21 @@ def compare(a: xr.Dataset, b: xr.Dataset,
       procrustes        procrustes_distance; angular_shape, cca, svcca also available
     e.g. hidden_cka_similarity(time, readout), output_change_correlation(time, readout).
     """
-    unknown = [m for m in metrics if m not in COMPARISONS]
-    if unknown:
-        raise ValueError(f"unknown metric {unknown[0]!r}: choose from {', '.join(COMPARISONS)}")
+    metrics = metric_names(metrics)
     units = _check_comparable(a, b, variables, item_dim)
-    if "change_alignment" in metrics and 0 not in b["time"].values:
-        raise ValueError("change alignment measures change from step 0, which b lacks: "
-                         "record step 0 too, or leave change_alignment out of metrics")
+    from_initial = [m for m in metrics if METRICS[m].initial]
+    if from_initial and 0 not in b["time"].values:
+        raise ValueError(f"{from_initial[0]} measures change from step 0, which b lacks: "
+                         f"record step 0 too, or leave {from_initial[0]} out of metrics")
     out: dict[str, xr.DataArray] = {}
+    long_names = {suffix: v.long_name for m in metrics for suffix, v in
+                  METRICS[m].variables.items()}
     for variable in variables:
         dims = {"item_dim": item_dim, "unit_dim": units[variable]}
         for suffix, value in _compare_variable(a[variable], b[variable], metrics, dims).items():
             name = f"{variable}_{suffix}"
             out[name] = value.rename(name).assign_attrs(
-                long_name=f"{variable} {LONG_NAMES[suffix]}")
+                long_name=f"{variable} {long_names[suffix]}")
     attrs = {"a": str(a.attrs.get("source", "a")), "b": str(b.attrs.get("source", "b")),
              "metrics": ", ".join(metrics), "initial": "b at time 0",
              "version": package_version(),

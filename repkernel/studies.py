@@ -8,8 +8,11 @@ A study file holds the run sections of repkernel.config ([environment], [network
   [sweep]     "section.key" = [values, ...]: the grid (cartesian product), e.g.
               "network.init_scale" = [0.1, 1.0], "network.seed" = [0, 1, 2]
   [forecast]  time, relinearize, readout (arguments of repkernel.forecast)
+  [compare]   metrics (names of repkernel.similarity.METRICS)
   [evaluate]  k, stimuli (arguments of repkernel.evaluate_multitask)
-  [kernel]    n_eigenvectors, clusters (k-means groups of the leading eigenvectors, 0: none)
+  [kernel]    what, target, stage, on, n_eigenvectors, clusters (k-means groups of the leading
+              eigenvectors, 0: none), method, max_gb (arguments of
+              repkernel.kernel_results.kernel_result)
   [plots]     kinds (figures the runner renders from the combined result), times,
               heatmaps_at (sweep values the heatmap kinds show, e.g. { seed = 0 }: one seed's
               matrices; the curve kinds average over every seed)
@@ -27,7 +30,6 @@ import copy
 import itertools
 import json
 import os
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -38,57 +40,66 @@ import numpy as np
 import xarray as xr
 
 from repkernel import config as configuration
+from repkernel import forecasting, plot, results
 from repkernel.config import (
     SCHEMA,
     ConfigError,
     Spec,
-    _non_negative_int,
-    _one_of,
-    _positive_int,
+    choice,
+    choices,
+    defaults_of,
+    non_negative_int,
+    positive_int,
+    positive_number,
 )
+from repkernel.kernel_results import KERNELS, ON, kernel_result
+from repkernel.kernels import METHODS, TARGETS
+from repkernel.multitask import evaluate_multitask
+from repkernel.plot import FIGURES
 from repkernel.results import package_version
+from repkernel.similarity import DEFAULT_METRICS, METRICS, compare
 
 COMPUTE = ("kernel", "train", "forecast", "compare", "evaluate")
-PLOT_KINDS = ("loss", "rsm", "task-similarity", "fidelity", "multitask", "kernel-eigenvectors",
-              "grouping")
-HEATMAP_KINDS = ("rsm", "task-similarity", "kernel-eigenvectors")
 
 
-def _list_of(choices):
-    def check(v):
-        return isinstance(v, list) and all(x in choices for x in v)
-    return check
-
-
+_FORECAST = defaults_of(forecasting.forecast)
+_EVALUATE = defaults_of(evaluate_multitask)
+_KERNEL = defaults_of(kernel_result)
 STUDY_SCHEMA: dict[str, Spec] = {
     "study": {
         "name": ("study", lambda v: isinstance(v, str) and v != "", "a non-empty string"),
         "claim": ("", lambda v: isinstance(v, str), "a string"),
         "figure": ("", lambda v: isinstance(v, str), "a string"),
-        "compute": (["train", "forecast", "compare", "evaluate"], _list_of(COMPUTE),
-                    f"a list drawn from {list(COMPUTE)}"),
+        "compute": choices(["train", "forecast", "compare", "evaluate"], COMPUTE),
     },
     "forecast": {
-        "time": ("discrete", _one_of("discrete", "continuous"), "'discrete' or 'continuous'"),
-        "relinearize": (1, _positive_int, "a positive integer"),
-        "readout": (["linear", "network"], _list_of(("linear", "network")),
-                    "a list drawn from ['linear', 'network']"),
+        "time": choice(_FORECAST["time"], forecasting.TIMES),
+        "relinearize": (_FORECAST["relinearize"], positive_int, "a positive integer"),
+        "readout": choices(list(_FORECAST["readout"]), forecasting.READOUTS),
+    },
+    "compare": {
+        "metrics": choices(list(DEFAULT_METRICS), METRICS),
     },
     "evaluate": {
-        "k": ([1, 2, 3], lambda v: isinstance(v, list) and v and all(map(_positive_int, v)),
+        "k": (list(_EVALUATE["k"]),
+              lambda v: isinstance(v, list) and v and all(map(positive_int, v)),
               "a list of positive integers"),
-        "stimuli": ("all", lambda v: v == "all" or _positive_int(v),
+        "stimuli": (_EVALUATE["stimuli"], lambda v: v == "all" or positive_int(v),
                     "'all' or a positive integer"),
     },
-    "kernel": {
-        "n_eigenvectors": (3, _positive_int, "a positive integer"),
-        "clusters": (12, lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
-                     "a count of k-means groups (0: none)"),
+    "kernel": {  # arguments of repkernel.kernel_results.kernel_result
+        "what": choice(_KERNEL["what"], KERNELS),
+        "target": choice(_KERNEL["target"], TARGETS),
+        "stage": (_KERNEL["stage"], non_negative_int, "a curriculum stage index"),
+        "on": choice(_KERNEL["on"], ON),
+        "n_eigenvectors": (_KERNEL["n_eigenvectors"], positive_int, "a positive integer"),
+        "clusters": (_KERNEL["clusters"], non_negative_int, "a count of k-means groups (0: none)"),
+        "method": choice(_KERNEL["method"], METHODS),
+        "max_gb": (_KERNEL["max_gb"], positive_number, "a positive number of GB"),
     },
     "plots": {
-        "kinds": (["loss", "fidelity", "task-similarity", "multitask"], _list_of(PLOT_KINDS),
-                  f"a list drawn from {list(PLOT_KINDS)}"),
-        "times": ([], lambda v: isinstance(v, list) and all(map(_non_negative_int, v)),
+        "kinds": choices(["loss", "fidelity", "task-similarity", "multitask"], FIGURES),
+        "times": ([], lambda v: isinstance(v, list) and all(map(non_negative_int, v)),
                   "a list of steps (empty: first, middle and last checkpoint)"),
         "heatmaps_at": ({}, lambda v: isinstance(v, dict) and all(
             isinstance(x, (int, float, str)) and not isinstance(x, bool) for x in v.values()),
@@ -228,20 +239,15 @@ def run_cell(cell: Cell, progress: Callable[[int], None] | None = None) -> xr.Da
     compute = cell.config["study"]["compute"]
     run = dict(checkpoints=setup.checkpoints, device=setup.device, dtype=setup.dtype)
     groups: dict[str, xr.Dataset] = {}
-    first = setup.curriculum.stages[0]  # published: the square train x train M_o of phase 1
+    kernel = cell.config["kernel"]  # published: the square train x train M_o of phase 1
+    kernel_patterns = (setup.curriculum.stages[kernel["stage"]].patterns
+                       if kernel["on"] == "train" else setup.probes)
     if "kernel" in compute:
-        from repkernel.eigen import eigen_analysis
-
-        options = cell.config["kernel"]
-        groups["kernel"] = eigen_analysis(
-            setup.network, first.patterns, first, options["n_eigenvectors"],
-            options["clusters"], device=setup.device, dtype=setup.dtype)
+        groups["kernel"] = kernel_result(setup, **kernel)
     if "train" in compute or "evaluate" in compute or "compare" in compute:
         groups["actual"] = training.train(setup.network, setup.curriculum, setup.probes,
                                           progress=progress, **run)
     if "forecast" in compute or "compare" in compute:
-        from repkernel import forecasting
-
         options = cell.config["forecast"]
         groups["forecast"] = forecasting.forecast(
             setup.network, setup.curriculum, setup.probes, time=options["time"],
@@ -252,17 +258,14 @@ def run_cell(cell: Cell, progress: Callable[[int], None] | None = None) -> xr.Da
         sources = [s for s in ("actual", "forecast") if s in groups and "weights" in groups[s]]
         if sources:
             agreement = [group_agreement_over_training(
-                setup.network, groups[s], first.patterns, groups["kernel"]["kernel_group"])
+                setup.network, groups[s], kernel_patterns, groups["kernel"]["kernel_group"])
                 for s in sources]
             groups["kernel"]["group_agreement"] = xr.concat(
                 agreement, dim=xr.DataArray(sources, dims="source", name="source"))
     if "compare" in compute:
-        from repkernel.similarity import compare
-
-        groups["compare"] = compare(groups["forecast"], groups["actual"])
+        groups["compare"] = compare(groups["forecast"], groups["actual"],
+                                    metrics=cell.config["compare"]["metrics"])
     if "evaluate" in compute and setup.environment is not None:
-        from repkernel.multitask import evaluate_multitask
-
         options = cell.config["evaluate"]
         sources = [source for source in ("actual", "forecast") if source in groups]
         scores = [evaluate_multitask(groups[source], setup.environment, k=tuple(options["k"]),
@@ -280,20 +283,8 @@ def run_cell(cell: Cell, progress: Callable[[int], None] | None = None) -> xr.Da
 
 
 def save_tree(tree: xr.DataTree, path: str | os.PathLike) -> Path:
-    """Write a DataTree as netCDF atomically (temporary file in the same folder, then rename)."""
-    from repkernel.results import _netcdf_ready
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        tree.map_over_datasets(_netcdf_ready).to_netcdf(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """Write a DataTree as netCDF atomically (repkernel.results.save)."""
+    return results.save(tree, path)
 
 
 def load_tree(path: str | os.PathLike) -> xr.DataTree:
@@ -333,6 +324,11 @@ def _check_same_computation(cell: Cell, path: Path) -> None:
     """A finished cell file is reused only if it was computed with this cell's configuration."""
     with xr.open_datatree(path) as tree:
         stored = json.loads(tree.attrs.get("config", "{}"))
+    for section, spec in FULL_SCHEMA.items():  # keys added since: their default is what ran
+        for key, (default, _, _) in spec.items():
+            if section != "network":
+                stored.setdefault(section, {}).setdefault(key, default)
+    stored["network"] = configuration.network_as_run(stored.get("network", {}))
     now = json.loads(json.dumps(cell.config, sort_keys=True, default=str))
     old, new = _computation(stored), _computation(now)
     if old != new:
@@ -428,13 +424,11 @@ def render_figures(study: Study, combined: xr.DataTree, folder: str | os.PathLik
     kind and format, written atomically); returns the paths."""
     import matplotlib.pyplot as plt
 
-    from repkernel import plot
-
     folder = Path(folder)
     times = study.config["plots"]["times"] or None
     paths = []
     for kind in study.config["plots"]["kinds"]:
-        select = study.config["plots"]["heatmaps_at"] if kind in HEATMAP_KINDS else None
+        select = study.config["plots"]["heatmaps_at"] if FIGURES[kind].heatmap else None
         with plot.paper_style():
             figure = plot.render(kind, combined, times=times, select=select)
         try:

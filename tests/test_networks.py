@@ -1,7 +1,21 @@
+import inspect
+
 import pytest
 import torch
 
 from repkernel import MLP, DeepLinear, MultitaskEnvironment, MultitaskNetwork
+from repkernel.config import ConfigError, build, validate
+from repkernel.networks import NETWORKS, REQUIRED, network_from_config, network_options
+
+# every registered kind with options differing from its defaults (a new kind needs a row)
+EXAMPLES = {
+    "multitask": {"hidden": 17, "init_scale": 0.3, "bias": -1.0, "seed": 4,
+                  "activation": "tanh", "output_activation": "sigmoid",
+                  "initial_task_similarity": 0.5, "task_weight_scale": 2.0},
+    "mlp": {"sizes": [3, 6, 5, 2], "activation": "tanh", "bias": False, "init_scale": 0.7,
+            "seed": 2, "output_activation": "sigmoid"},
+    "deep_linear": {"sizes": [4, 3, 5], "init_scale": 0.2, "seed": 3},
+}
 
 
 @pytest.fixture
@@ -100,3 +114,59 @@ def test_bad_network_arguments(env):
         MLP([3, 2])
     with pytest.raises(ValueError, match="cues"):
         MultitaskNetwork(env)(torch.zeros(1, 12))
+
+
+def test_every_registered_network_rebuilds_from_its_config_with_identical_weights(env):
+    assert set(EXAMPLES) == set(NETWORKS)
+    for kind, options in EXAMPLES.items():
+        assert set(options) == set(network_options(kind)), kind  # the example sets every option
+        for dtype in (torch.float32, torch.float64):
+            first = network_from_config({"kind": kind, **options}, env, dtype)
+            names = first.trainable_names()[-1:]
+            first.set_trainable(names)
+            again = network_from_config(first.config, env, dtype)
+            assert again.config == first.config and again.trainable_names() == names, kind
+            assert again.hidden_sizes == first.hidden_sizes
+            for (name, a), (_, b) in zip(first.state_dict().items(),
+                                         again.state_dict().items()):
+                assert a.dtype == dtype and torch.equal(a, b), (kind, name)
+
+
+def test_network_dtype_is_explicit_not_the_global_default(env):
+    default = torch.get_default_dtype()
+    for dtype in (torch.float32, torch.float64):
+        net = network_from_config({"kind": "multitask", "hidden": 20,
+                                   "initial_task_similarity": 0.5}, env, dtype)
+        assert {t.dtype for t in net.state_dict().values()} == {dtype}
+        assert torch.get_default_dtype() == default
+    wide = network_from_config({"kind": "multitask", "hidden": 20}, env, torch.float64)
+    narrow = network_from_config({"kind": "multitask", "hidden": 20}, env, torch.float32)
+    assert torch.equal(wide.flat_parameters().float(), narrow.flat_parameters())
+
+
+def test_config_defaults_are_the_constructor_defaults():
+    required = {"mlp": {"sizes": [1, 4, 1]}, "deep_linear": {"sizes": [1, 4, 1]},
+                "multitask": {}}
+    for kind, network_class in NETWORKS.items():
+        signature = inspect.signature(network_class.__init__).parameters
+        resolved = validate({"network": {"kind": kind, **required[kind]}})["network"]
+        for name, value in network_options(kind).items():
+            expected = required[kind][name] if value is REQUIRED else value
+            assert resolved[name] == expected == required[kind].get(
+                name, signature[name].default), (kind, name)
+        assert set(resolved) == {"kind", "trainable", *network_options(kind)}
+
+
+def test_network_config_problems_name_the_kind_and_its_options(env):
+    with pytest.raises(ConfigError) as info:
+        validate({"network": {"kind": "mlp", "hidden": 3}})
+    text = str(info.value)
+    assert "[network].hidden: not an option of network kind 'mlp'" in text
+    assert "[network].sizes: network kind 'mlp' needs it" in text
+    with pytest.raises(ConfigError, match="does not fit environment 'multitask': use one of "
+                       r"\['multitask'\]"):
+        build({"network": {"kind": "deep_linear", "sizes": [4, 3, 5]}})
+    with pytest.raises(ValueError, match="'hidden' is not an option of network kind 'mlp'"):
+        network_from_config({"kind": "mlp", "sizes": [1, 2, 1], "hidden": 3})
+    with pytest.raises(ValueError, match="pass env="):
+        network_from_config({"kind": "multitask"})

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from repkernel import similarity
 from repkernel.similarity import (
+    METRICS,
     adjusted_rand_index,
     angular_shape_distance,
     cca_similarity,
@@ -527,6 +528,41 @@ def test_compare_rejects_unknown_metrics_and_missing_step_zero():
         compare(late, result(2).isel(time=[1, 2]))
     out = compare(late, result(2).isel(time=[1, 2]), metrics=("cka",), variables=("hidden",))
     assert list(out.data_vars) == ["hidden_cka_similarity"]
+
+
+def random_result(seed, items, units, steps=3, start=0):
+    """hidden(time, item, unit) of a random walk from a random start, in the results layout."""
+    walk = np.cumsum(random(seed, steps, items, units), axis=0)
+    walk[0] = random(start, items, units)
+    walk[1:] += walk[0]
+    return xr.Dataset({"hidden": (("time", "item", "unit"), walk)},
+                      coords={"time": np.arange(steps) * 10, "item": np.arange(items)})
+
+
+@PROPERTY
+@given(seed=seeds, items=st.integers(11, 16), units=st.integers(3, 5))  # CCA: 2 units < items
+def test_every_registered_metric_of_a_result_with_itself_is_its_identity(seed, items, units):
+    ds = random_result(seed, items, units)
+    out = compare(ds, ds, metrics=tuple(METRICS), variables=("hidden",))
+    expected = {f"hidden_{suffix}" for metric in METRICS.values() for suffix in metric.variables}
+    assert set(out.data_vars) == expected
+    for name, metric in METRICS.items():
+        for suffix, variable in metric.variables.items():
+            values = out[f"hidden_{suffix}"].isel(time=slice(1, None))  # step 0: no change yet
+            np.testing.assert_allclose(values, variable.identity, atol=1e-6, err_msg=name)
+            assert out[f"hidden_{suffix}"].attrs["long_name"] == f"hidden {variable.long_name}"
+
+
+@PROPERTY
+@given(seed=seeds, items=st.integers(11, 16), units=st.integers(3, 5))  # CCA: 2 units < items
+def test_every_registered_metric_ignores_how_items_and_units_are_ordered(seed, items, units):
+    a, b = random_result(seed, items, units, start=1), random_result(seed + 1, items, units)
+    rng = np.random.default_rng(seed)
+    order = {"item": rng.permutation(items), "unit": rng.permutation(units)}
+    expected = compare(a, b, metrics=tuple(METRICS), variables=("hidden",))
+    shuffled = compare(a.isel(order), b.isel(order), metrics=tuple(METRICS),
+                       variables=("hidden",))
+    xr.testing.assert_allclose(shuffled, expected, atol=1e-9)
 
 
 def test_cli_compare_writes_netcdf_and_prints_the_last_checkpoint(tmp_path):

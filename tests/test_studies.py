@@ -81,6 +81,53 @@ def test_run_combine_and_resume(tmp_path):
         studies.run_study(changed, tmp_path)
 
 
+def test_compare_metrics_chosen_by_the_study_and_older_cells_reused(tmp_path):
+    raw = {**TINY, "study": {"name": "tiny", "compute": ["compare"]},
+           "compare": {"metrics": ["cka", "svcca"]}, "sweep": {"network.seed": [0]}}
+    study = studies.load_study(raw)
+    combined = studies.run_study(study, tmp_path)
+    assert set(combined["compare"].data_vars) == {
+        f"{variable}_{suffix}" for variable in ("hidden", "output")
+        for suffix in ("cka_similarity", "svcca_similarity")}
+    # a cell file written before [compare] existed ran the default metrics, and one whose
+    # [network] listed every kind's keys but not the newer options ran their defaults: reused
+    path = studies.cell_path(tmp_path, study.cells()[0])
+    tree = studies.load_tree(path)
+    stored = json.loads(tree.attrs["config"])
+    del stored["compare"]
+    del stored["network"]["task_weight_scale"], stored["network"]["output_activation"]
+    stored["network"]["sizes"] = [1, 100, 1]
+    tree.attrs["config"] = json.dumps(stored)
+    studies.save_tree(tree, path)
+    default = studies.load_study({**raw, "compare": {}})
+    stamp = path.stat().st_mtime_ns
+    studies.run_study(default, tmp_path)
+    assert path.stat().st_mtime_ns == stamp
+    with pytest.raises(ValueError, match=r"different configuration \(\[compare\].metrics\)"):
+        studies.run_study(study, tmp_path)  # but not for other metrics
+    with pytest.raises(ConfigError, match=r"\[compare\].metrics: must be a list drawn from "
+                       r"\['change_alignment'"):
+        studies.load_study({**raw, "compare": {"metrics": ["nope"]}})
+
+
+def test_a_study_computes_the_kernels_the_kernel_command_offers(tmp_path):
+    from repkernel import kernels
+
+    raw = {**TINY, "study": {"name": "tiny", "compute": ["kernel"]},
+           "kernel": {"what": "pseudo"}, "sweep": {"network.seed": [0, 1]}}
+    study = studies.load_study(raw)
+    combined = studies.run_study(study, tmp_path)
+    for cell in study.cells():
+        setup = studies.build_cell(cell)
+        expected = kernels.pseudo_kernel(setup.network, setup.probes,
+                                         setup.curriculum.stages[0].patterns)
+        got = combined["kernel"]["pseudo_kernel"].sel(seed=cell.coords["seed"])
+        xr.testing.assert_allclose(got.drop_vars("seed").reset_coords(drop=True),
+                                   expected.reset_coords(drop=True))
+    with pytest.raises(ConfigError, match=r"\[kernel\].what: must be one of"):
+        studies.load_study({**raw, "kernel": {"what": "nope"}})
+
+
 def test_killed_sweep_resumes_without_recomputing(tmp_path):
     """SIGKILL a sweep after its first cell is written; the re-run completes the rest only."""
     raw = {**TINY, "curriculum": {"n": 12, "steps": 4000, "lr": 0.1},
