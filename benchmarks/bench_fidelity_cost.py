@@ -36,7 +36,7 @@ from repkernel.kernels import ntk_matrix
 
 LEVELS = (0.1, 0.5, 0.9)
 RELINEARIZE = (1, 4, 16, 64)
-TOLERANCES = (0.1, 0.03, 0.01)
+TOLERANCES = (1.0, 0.3, 0.1)
 
 
 def c_setup(init_scale: float, steps: int):

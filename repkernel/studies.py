@@ -7,7 +7,8 @@ A study file holds the run sections of repkernel.config ([environment], [network
               compute = any of "kernel", "train", "forecast", "compare", "evaluate"
   [sweep]     "section.key" = [values, ...]: the grid (cartesian product), e.g.
               "network.init_scale" = [0.1, 1.0], "network.seed" = [0, 1, 2]
-  [forecast]  time, relinearize, readout (arguments of repkernel.forecast)
+  [forecast]  time, relinearize (segments per stage or "auto"), tolerance, readout (arguments
+              of repkernel.forecast)
   [compare]   metrics (names of repkernel.similarity.METRICS)
   [evaluate]  k, stimuli (arguments of repkernel.evaluate_multitask)
   [kernel]    what, target, stage, on, n_eigenvectors, clusters (k-means groups of the leading
@@ -29,6 +30,7 @@ from __future__ import annotations
 import copy
 import itertools
 import json
+import math
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -74,7 +76,11 @@ STUDY_SCHEMA: dict[str, Spec] = {
     },
     "forecast": {
         "time": choice(_FORECAST["time"], forecasting.TIMES),
-        "relinearize": (_FORECAST["relinearize"], positive_int, "a positive integer"),
+        "relinearize": (_FORECAST["relinearize"], lambda v: v == "auto" or positive_int(v),
+                        "a positive integer or 'auto'"),
+        "tolerance": (_FORECAST["tolerance"],
+                      lambda v: positive_number(v) and math.isfinite(v),
+                      "a positive finite number (relinearize = 'auto')"),
         "readout": choices(list(_FORECAST["readout"]), forecasting.READOUTS),
     },
     "compare": {
@@ -251,7 +257,8 @@ def run_cell(cell: Cell, progress: Callable[[int], None] | None = None) -> xr.Da
         options = cell.config["forecast"]
         groups["forecast"] = forecasting.forecast(
             setup.network, setup.curriculum, setup.probes, time=options["time"],
-            readout=tuple(options["readout"]), relinearize=options["relinearize"], **run)
+            readout=tuple(options["readout"]), relinearize=options["relinearize"],
+            tolerance=options["tolerance"], **run)
     if "kernel_group" in groups.get("kernel", {}):  # published: kernel vs hidden groupings
         from repkernel.eigen import group_agreement_over_training
 

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 import repkernel as rk
-from repkernel import Curriculum, MultitaskEnvironment, MultitaskNetwork, Stage, forecasting
+from repkernel import Curriculum, MultitaskEnvironment, MultitaskNetwork, Stage
 from repkernel.forecasting import forecast, modes
 from repkernel.kernels import jacobians, ntk_matrix, pseudo_kernel_matrix
 
