@@ -418,19 +418,17 @@ def _choose_factorization(factorization: str, size: int, n_params: int,
                           product_cost: float) -> str:
     """"dual" (dense nO x nO), "primal" (dense P x P) or "krylov" (matrix-free Lanczos), by
     estimated multiply-adds: building a dense kernel costs about nO kernel products and its
-    eigendecomposition about 6 N^3; Lanczos about KRYLOV_PRODUCTS products."""
+    eigendecomposition about 6 N^3; Lanczos about KRYLOV_PRODUCTS products. "auto" never
+    factorizes a space larger than DENSE_LIMIT densely; "dense" takes the cheaper dense space."""
+    if factorization == "krylov":
+        return "krylov"
     dense = {"dual": size * product_cost + 6.0 * size**3,
              "primal": size * n_params**2 + 6.0 * n_params**3 + product_cost * n_params}
-    dense = {space: cost for space, cost in dense.items()
-             if min(size, n_params) <= DENSE_LIMIT and (size if space == "dual" else n_params)
-             <= DENSE_LIMIT}
-    if factorization == "krylov" or (factorization == "auto" and (
-            not dense or min(dense.values()) > KRYLOV_PRODUCTS * product_cost)):
-        return "krylov"
-    if not dense:
-        raise ValueError(f"factorization='dense' needs nO or P <= {DENSE_LIMIT} (here nO = "
-                         f"{size}, P = {n_params}): use factorization='auto' or 'krylov'")
-    return min(dense, key=dense.get)
+    best = min(dense, key=dense.get)
+    if factorization == "dense":
+        return best
+    small = (size if best == "dual" else n_params) <= DENSE_LIMIT
+    return best if small and dense[best] <= KRYLOV_PRODUCTS * product_cost else "krylov"
 
 
 class _FunctionSpaceSegment:
