@@ -54,6 +54,7 @@ from repkernel.similarity import (
     task_similarity_summary,
 )
 from repkernel.training import DivergenceError, train
+from repkernel.wide import WideMLP, infinite_width_kernels
 
 __all__ = [
     "MLP",
@@ -65,6 +66,7 @@ __all__ = [
     "PatternSet",
     "RepresentationNetwork",
     "Stage",
+    "WideMLP",
     "__version__",
     "adjusted_rand_index",
     "angular_shape_distance",
@@ -81,6 +83,7 @@ __all__ = [
     "deep_linear_modes_task",
     "evaluate_multitask",
     "forecast",
+    "infinite_width_kernels",
     "jacobian_product",
     "jacobian_transpose_product",
     "jacobians",
