@@ -35,6 +35,7 @@ from repkernel.multitask import (
 )
 from repkernel.networks import MLP, DeepLinear, MultitaskNetwork, RepresentationNetwork
 from repkernel.patterns import PatternSet, pattern_set
+from repkernel.posterior import gp_posterior, posterior
 from repkernel.results import checkpoint_steps, config_of, load, save
 from repkernel.similarity import (
     adjusted_rand_index,
@@ -83,6 +84,7 @@ __all__ = [
     "deep_linear_modes_task",
     "evaluate_multitask",
     "forecast",
+    "gp_posterior",
     "infinite_width_kernels",
     "jacobian_product",
     "jacobian_transpose_product",
@@ -101,6 +103,7 @@ __all__ = [
     "ntk_matrix",
     "pattern_loss",
     "pattern_set",
+    "posterior",
     "procrustes_distance",
     "pseudo_kernel",
     "pseudo_kernel_matrix",
