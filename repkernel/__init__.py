@@ -11,6 +11,13 @@ except PackageNotFoundError:  # running from a source tree that is not installed
 
 from repkernel.curriculum import Curriculum, Stage
 from repkernel.eigen import components_by, components_by_input_feature, kernel_groups
+from repkernel.ensembles import (
+    calibration,
+    ensemble,
+    monte_carlo_forecast,
+    monte_carlo_kernel,
+    summarize,
+)
 from repkernel.environments import MultitaskEnvironment, deep_linear_modes_task, step_function_task
 from repkernel.forecasting import forecast, modes
 from repkernel.kernels import (
@@ -72,6 +79,7 @@ __all__ = [
     "adjusted_rand_index",
     "angular_shape_distance",
     "batch_loss",
+    "calibration",
     "capacity",
     "cca_similarity",
     "change_alignment",
@@ -82,6 +90,7 @@ __all__ = [
     "components_by_input_feature",
     "config_of",
     "deep_linear_modes_task",
+    "ensemble",
     "evaluate_multitask",
     "forecast",
     "gp_posterior",
@@ -99,6 +108,8 @@ __all__ = [
     "loss_weighted_kernel",
     "maximum_independent_set",
     "modes",
+    "monte_carlo_forecast",
+    "monte_carlo_kernel",
     "ntk",
     "ntk_matrix",
     "pattern_loss",
@@ -114,6 +125,7 @@ __all__ = [
     "score_outputs",
     "silhouette",
     "step_function_task",
+    "summarize",
     "svcca_similarity",
     "task_similarity",
     "task_similarity_summary",

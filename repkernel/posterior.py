@@ -54,7 +54,7 @@ def _tensor(value, name: str, like: torch.Tensor | None = None) -> torch.Tensor:
     if isinstance(value, (xr.DataArray, xr.Variable)):
         value = value.values
     if isinstance(value, np.ndarray):
-        value = torch.from_numpy(np.ascontiguousarray(value))
+        value = torch.from_numpy(np.array(value))  # a copy: inputs may be read-only
     if not isinstance(value, torch.Tensor):
         raise ValueError(f"{name} must be a tensor, numpy array or DataArray, got "
                          f"{type(value).__name__}")
@@ -311,6 +311,24 @@ def posterior(ntk, train: Sequence[int] | np.ndarray, targets, steps, lr: float 
                      "time": time, "solver": solver, "steps": steps_np.tolist(),
                      "n_train": n_train, "prior_covariance": prior_covariance is not None,
                      "prior_mean": prior_mean is not None})
+
+
+def learned_coefficients(train_kernel, residual, steps, rho: float, time: str = "continuous",
+                         solver: str = "eigh", iterations: int | None = None) -> torch.Tensor:
+    """Dual coefficients of the linearized dynamics, a(t) = Theta(X, X)^-1 (I - D(t)) r for
+    residuals r = Y - f_0(X) (m, c): (T, m, c), so that f(x, t) = f_0(x) + Theta(x, X) a(t) and
+    the hidden representation moves as h(x, t) = h_0(x) + Pi(x, X) a(t). Same D(t), rho and
+    solvers as ``posterior``; train_kernel (m, m) must be PSD."""
+    if time not in TIMES or solver not in SOLVERS:
+        raise ValueError(f"time must be one of {list(TIMES)} and solver one of {list(SOLVERS)},"
+                         f" got {time!r}, {solver!r}")
+    kernel = _tensor(train_kernel, "train_kernel")
+    residual = _tensor(residual, "residual", kernel)
+    k = torch.as_tensor(np.atleast_1d(np.asarray(steps, dtype=float)), dtype=kernel.dtype,
+                        device=kernel.device)
+    spectral = _Spectral(kernel, rho, k, time, solver, iterations or min(len(kernel), 200),
+                         lambda lam_max: _check_stable(lam_max, rho, time, rho, 1, "sum"))
+    return spectral(residual)
 
 
 def gp_posterior(ntk, train: Sequence[int] | np.ndarray, targets, noise: float = 0.0,
