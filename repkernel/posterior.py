@@ -133,7 +133,7 @@ class _Problem:
 
 
 def _indices(index, n_items: int, name: str) -> np.ndarray:
-    index = np.asarray(index)
+    index = np.array(index)  # a writable copy (torch indexing warns on read-only arrays)
     if index.dtype == bool:
         index = np.flatnonzero(index)
     if index.ndim != 1 or index.size == 0 or not np.issubdtype(index.dtype, np.integer):
