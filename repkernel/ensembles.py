@@ -225,7 +225,7 @@ def monte_carlo_forecast(kernels: xr.Dataset, targets, steps, lr: float = 1.0,
     """
     if "pseudo_kernel" not in kernels:
         raise ValueError("the Monte-Carlo kernel has no pseudo-kernel: build it with train=...")
-    train = kernels.train_item.values
+    train = np.array(kernels.train_item.values)
     n, n_out = len(train), kernels.sizes["output_unit"]
     out = posterior(kernels.ntk, train, targets, steps, lr=lr, reduction=reduction, time=time,
                     prior_covariance=kernels.nngp, prior_mean=kernels.output_mean,
