@@ -12,6 +12,7 @@ except PackageNotFoundError:  # running from a source tree that is not installed
 from repkernel.curriculum import Curriculum, Stage
 from repkernel.eigen import components_by, components_by_input_feature, kernel_groups
 from repkernel.ensembles import (
+    band_figure,
     calibration,
     ensemble,
     monte_carlo_forecast,
@@ -78,6 +79,7 @@ __all__ = [
     "__version__",
     "adjusted_rand_index",
     "angular_shape_distance",
+    "band_figure",
     "batch_loss",
     "calibration",
     "capacity",

@@ -243,3 +243,32 @@ def monte_carlo_forecast(kernels: xr.Dataset, targets, steps, lr: float = 1.0,
     out = out.assign_coords(unit=kernels.unit.values)
     out.attrs["source"] = "monte_carlo_forecast"
     return out
+
+
+def band_figure(forecast: xr.DataArray, actual: xr.DataArray, dim: str = SEED,
+                band: float = 0.9, x: str = "time", ax=None, title: str = ""):
+    """Actual and forecast ensemble means over ``x`` with the central ``band`` of each (quantiles
+    over ``dim``), one line and shaded band per source; both inputs (dim, x) after reduction of
+    any other dims by the caller. Returns the matplotlib figure."""
+    import matplotlib.pyplot as plt
+
+    for name, data in (("forecast", forecast), ("actual", actual)):
+        _check_dim(data, dim)
+        if set(data.dims) != {dim, x}:
+            raise ValueError(f"{name} must have exactly the dims ({dim!r}, {x!r}), got "
+                             f"{list(data.dims)}: select or average the others first")
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5, 3.2))
+    for name, data, color in (("actual", actual, "C0"), ("forecast", forecast, "C1")):
+        low = data.quantile((1 - band) / 2, dim=dim)
+        high = data.quantile((1 + band) / 2, dim=dim)
+        ax.fill_between(data[x].values, low.values, high.values, color=color, alpha=0.25,
+                        linewidth=0)
+        ax.plot(data[x].values, data.mean(dim).values, color=color,
+                label=f"{name} mean ({data.sizes[dim]} seeds)")
+    ax.set_xlabel(x)
+    ax.set_ylabel(forecast.name or "value")
+    ax.set_title(title or f"mean and central {round(band * 100)} % band over {dim}")
+    ax.legend(frameon=False, fontsize="small")
+    ax.figure.tight_layout()
+    return ax.figure

@@ -107,3 +107,15 @@ def test_bad_arguments_are_rejected():
     with pytest.raises(ValueError, match="pseudo-kernel"):
         mc = rk.monte_carlo_kernel(lambda s: WideMLP(3, 4, seed=s), [0, 1], patterns)
         rk.monte_carlo_forecast(mc, np.zeros((2, 1)), [1])
+
+
+def test_band_figure_draws_both_sources():
+    rng = np.random.default_rng(1)
+    data = xr.DataArray(rng.normal(size=(5, 4)), dims=("seed", "time"),
+                        coords={"time": [0, 1, 2, 3]}, name="similarity")
+    figure = rk.band_figure(data, data + 1)
+    axis = figure.axes[0]
+    assert len(axis.lines) == 2 and len(axis.collections) == 2
+    np.testing.assert_allclose(axis.lines[1].get_ydata(), data.mean("seed").values)
+    with pytest.raises(ValueError, match="dims"):
+        rk.band_figure(data.expand_dims(item=2), data)
