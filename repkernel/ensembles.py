@@ -105,9 +105,12 @@ def calibration(forecast: xr.DataArray, actual: xr.DataArray, over: str | Sequen
     out = {"coverage": inside.mean([dim, *over]),
            "band_width": (upper - lower).mean(over) if over else upper - lower}
     if over:
-        stacked_f = forecast.mean(dim).stack(pooled=over)
-        stacked_a = actual.mean(dim).stack(pooled=over)
-        out["mean_correlation"] = xr.corr(stacked_f, stacked_a, dim="pooled")
+        mean_f, mean_a = forecast.mean(dim), actual.mean(dim)
+        if len(over) > 1:
+            mean_f = mean_f.stack(pooled=over, create_index=False)
+            mean_a = mean_a.stack(pooled=over, create_index=False)
+        out["mean_correlation"] = xr.corr(mean_f, mean_a, dim=over[0] if len(over) == 1
+                                          else "pooled")
     return xr.Dataset(out, attrs={"band": band, "dim": dim, "over": ",".join(over)})
 
 
