@@ -294,19 +294,25 @@ def posterior(ntk, train: Sequence[int] | np.ndarray, targets, steps, lr: float 
     cross = problem.cross_kernel  # (p, m)
     mean = problem.mean_shape(cross @ spectral(problem.residual))  # (T, n_p, O)
 
-    # rows of A(t): a_x(t) = (1 - D) Theta^-1 Theta(X, x), one column per probe row
-    a = spectral(cross.T).transpose(1, 2)  # (T, p, m)
+    n_p = len(problem.rows_probe)
+    cov = None
     if problem.prior_covariance is None:
-        cov = torch.zeros(len(k), len(problem.rows_probe), len(problem.rows_probe),
-                          dtype=like.dtype, device=like.device)
+        variance = like.new_zeros(len(k), n_p)
+        if covariance:
+            cov = like.new_zeros(len(k), n_p, n_p)
     else:
+        # rows of A(t): a_x(t) = (1 - D) Theta^-1 Theta(X, x), one column per probe row
+        a = spectral(cross.T).transpose(1, 2)  # (T, p, m)
         prior = problem.prior_covariance
         k_pp = prior[np.ix_(problem.rows_probe, problem.rows_probe)]
         k_px = prior[np.ix_(problem.rows_probe, problem.rows_train)]
         k_xx = prior[np.ix_(problem.rows_train, problem.rows_train)]
-        a_k = a @ k_px.T  # (T, p, p): A K(X, x')
-        cov = k_pp + a @ k_xx @ a.transpose(1, 2) - a_k - a_k.transpose(1, 2)
-    return _dataset(problem, steps_np, mean, cov, covariance,
+        variance = (torch.diagonal(k_pp) + ((a @ k_xx) * a).sum(-1)
+                    - 2 * (a * k_px).sum(-1))  # the diagonal alone: O(T p m^2), no (T, p, p)
+        if covariance:
+            a_k = a @ k_px.T  # (T, p, p): A K(X, x')
+            cov = k_pp + a @ k_xx @ a.transpose(1, 2) - a_k - a_k.transpose(1, 2)
+    return _dataset(problem, steps_np, mean, variance, cov,
                     {"kind": "linearized_ensemble", "lr": lr, "reduction": reduction,
                      "time": time, "solver": solver, "steps": steps_np.tolist(),
                      "n_train": n_train, "prior_covariance": prior_covariance is not None,
@@ -368,7 +374,8 @@ def gp_posterior(ntk, train: Sequence[int] | np.ndarray, targets, noise: float =
     mean = problem.mean_shape(cross @ solved[:, :n_res])
     cov = scale**2 * (problem.ntk[np.ix_(problem.rows_probe, problem.rows_probe)]
                       - cross @ solved[:, n_res:])
-    ds = _dataset(problem, np.array([np.inf]), mean[None], cov[None], covariance,
+    ds = _dataset(problem, np.array([np.inf]), mean[None],
+                  torch.diagonal(cov)[None], cov[None] if covariance else None,
                   {"kind": "gp_posterior", "noise": noise, "scale": scale, "solver": solver,
                    "prior_mean": prior_mean is not None})
     return ds.isel(time=0, drop=True)
@@ -404,10 +411,11 @@ def conjugate_gradients(product, rhs: torch.Tensor, tolerance: float = 1e-10,
                      f"noise > 0 or raise max_iterations)")
 
 
-def _dataset(problem: _Problem, steps: np.ndarray, mean: torch.Tensor, cov: torch.Tensor,
-             covariance: bool, config: dict) -> xr.Dataset:
+def _dataset(problem: _Problem, steps: np.ndarray, mean: torch.Tensor, diag: torch.Tensor,
+             cov: torch.Tensor | None, config: dict) -> xr.Dataset:
+    """mean (T, n_p, O), diag (T, p) the variances of the flat probe rows, cov (T, p, p) or
+    None."""
     blocks, n_p = problem.blocks, len(problem.probes)
-    diag = torch.diagonal(cov, dim1=-2, dim2=-1)  # (T, p)
     if blocks > 1:
         variance = diag.reshape(len(steps), n_p, blocks)
     else:
@@ -415,7 +423,7 @@ def _dataset(problem: _Problem, steps: np.ndarray, mean: torch.Tensor, cov: torc
     coords = {"time": steps, "item": problem.probes, "output_unit": np.arange(problem.n_out)}
     data = {"mean": (("time", "item", "output_unit"), mean.cpu().numpy()),
             "variance": (("time", "item", "output_unit"), variance.cpu().numpy())}
-    if covariance:
+    if cov is not None:
         coords["item_b"] = problem.probes
         if blocks > 1:
             coords["output_unit_b"] = np.arange(blocks)

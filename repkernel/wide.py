@@ -145,7 +145,10 @@ def infinite_width_kernels(x: torch.Tensor | PatternSet, depth: int, activation:
     x (n, d) inputs or a PatternSet (its stimuli x); x_b a second set (default: x). Returns a
     Dataset with nngp(item, item_b) (the prior covariance of the output at initialization),
     ntk(item, item_b), and hidden_nngp(layer, item, item_b), the limit of <h_l(x), h_l(x')> / width
-    for each hidden layer; item coords from PatternSets, attrs config + version. ``width`` is
+    for each hidden layer (in the NTK-parameterized limit the hidden layers do not move under
+    gradient descent, so hidden_nngp is also the infinite-width forecast of the hidden
+    covariance at every step; the output forecast is repkernel.posterior with these kernels);
+    item coords from PatternSets, attrs config + version. ``width`` is
     needed only for parameterization="standard" (whose NTK grows with it). Computed on x's device
     and dtype.
     """

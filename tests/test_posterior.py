@@ -75,6 +75,22 @@ def test_discrete_mean_and_covariance_follow_explicit_gradient_descent():
     np.testing.assert_allclose(post["mean"].values, np.stack(means), rtol=1e-9, atol=1e-11)
     np.testing.assert_allclose(post["covariance"].values, np.stack(covs), rtol=1e-9,
                                atol=1e-11)
+    alone = rk.posterior(ds.ntk, TRAIN, y, [0, 7, 30], lr=lr, time="discrete",
+                         prior_covariance=ds.nngp)  # the variance without the (T, p, p) matrix
+    np.testing.assert_allclose(alone["variance"].values[..., 0],
+                               np.diagonal(np.stack(covs), axis1=1, axis2=2), rtol=1e-9,
+                               atol=1e-11)
+
+
+def test_results_follow_the_kernels_dtype():
+    ds = _kernels()
+    ntk = torch.as_tensor(ds.ntk.values, dtype=torch.float32)
+    nngp = torch.as_tensor(ds.nngp.values, dtype=torch.float32)
+    post = rk.posterior(ntk, TRAIN, torch.ones(6), [0, 10], prior_covariance=nngp)
+    assert post["mean"].dtype == np.float32 and post.attrs["dtype"] == "float32"
+    reference = rk.posterior(ds.ntk, TRAIN, np.ones(6), [0, 10], prior_covariance=ds.nngp)
+    np.testing.assert_allclose(post["variance"].values, reference["variance"].values,
+                               rtol=1e-3, atol=1e-5)
 
 
 def test_sum_reduction_runs_n_times_faster():
