@@ -3,7 +3,8 @@ cannot express (calibration across seeds, the Monte-Carlo-kernel forecast, the w
 
 Part "calibration": REFERENCE.md C (4 x 3 features in, 3 x 3 out, 200 sigmoid hidden, biases -2,
 summed squared error, gradient flow forecast) at init 0.1 and 1.0, S seeds; per seed train and
-forecast (frozen kernel, network readout) on single-task probes. Summaries over seeds:
+forecast (frozen kernel, or --relinearize R segments per stage; network readout) on single-task
+probes. Summaries over seeds:
 shared-input task similarity and incongruent k = 2 accuracy over training; calibration = the
 fraction of actual per-seed values inside the forecast ensemble's central 90 % band, and the
 correlation over task pairs of forecast-mean and actual-mean task similarity.
@@ -89,7 +90,8 @@ def part_calibration(args, out: Path) -> xr.Dataset:
                              args.seeds)
         forecast = rk.ensemble(lambda s, c=curriculum: rk.forecast(network(s), c, probes,
                                                      checkpoints=args.checkpoints,
-                                                     time="continuous", readout="network"),
+                                                     time="continuous", readout="network",
+                                                     relinearize=args.relinearize),
                                args.seeds)
         elapsed = time.perf_counter() - start
         sim_a = similarity_over_seeds(actual, None)
@@ -110,8 +112,8 @@ def part_calibration(args, out: Path) -> xr.Dataset:
         report_calibration(scale, ds.isel(init_scale=0), elapsed, args)
         for name, label in (("shared_input", "shared-input task similarity"),
                             ("incongruent_k2", "incongruent k = 2 accuracy")):
-            fig = rk.band_figure(ds[f"{name}_forecast"].isel(init_scale=0),
-                                 ds[f"{name}_actual"].isel(init_scale=0),
+            fig = rk.band_figure(ds[f"{name}_forecast"].isel(init_scale=0).rename(label),
+                                 ds[f"{name}_actual"].isel(init_scale=0).rename(label),
                                  title=f"{label}, init {scale}")
             fig.savefig(out / f"band_{name}_init{scale}.png", dpi=120)
             plt.close(fig)
@@ -236,6 +238,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2500)
     parser.add_argument("--lr", type=float, default=0.01)
     parser.add_argument("--checkpoints", type=int, default=21)
+    parser.add_argument("--relinearize", type=int, default=1,
+                        help="forecast segments per stage (part calibration)")
     parser.add_argument("--probe-stimuli", type=int, default=27)
     parser.add_argument("--eval-stimuli", type=int, default=27)
     parser.add_argument("--mc-n", type=int, default=200)
