@@ -281,6 +281,10 @@ def posterior(ntk, train: Sequence[int] | np.ndarray, targets, steps, lr: float 
     steps_np = np.atleast_1d(np.asarray(steps, dtype=float))
     if steps_np.ndim != 1 or (steps_np < 0).any() or np.isnan(steps_np).any():
         raise ValueError("steps must be a 1-D list of step counts >= 0 (np.inf allowed)")
+    finite = steps_np[np.isfinite(steps_np)]
+    if time == "discrete" and (finite != np.round(finite)).any():
+        raise ValueError("gradient descent counts whole steps: give integer steps, or use "
+                         "time='continuous' for gradient-flow time")
     k = torch.as_tensor(steps_np, dtype=like.dtype, device=like.device)
     n_train = len(problem.train)
     rho = lr / n_train if reduction == "mean" else lr

@@ -188,6 +188,7 @@ def test_variance_matches_an_ensemble_of_wide_linearized_networks():
     ({"targets": np.ones(4)}, "targets"),
     ({"prior_mean": np.ones(3)}, "prior_mean"),
     ({"steps": [-1]}, "steps"),
+    ({"steps": [2.5], "time": "discrete"}, "integer"),
     ({"lr": 1e4, "time": "discrete"}, "diverges"),
 ])
 def test_bad_arguments_are_rejected(kwargs, match):
