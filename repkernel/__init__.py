@@ -11,6 +11,14 @@ except PackageNotFoundError:  # running from a source tree that is not installed
 
 from repkernel.curriculum import Curriculum, Stage
 from repkernel.eigen import components_by, components_by_input_feature, kernel_groups
+from repkernel.ensembles import (
+    band_figure,
+    calibration,
+    ensemble,
+    monte_carlo_forecast,
+    monte_carlo_kernel,
+    summarize,
+)
 from repkernel.environments import MultitaskEnvironment, deep_linear_modes_task, step_function_task
 from repkernel.forecasting import forecast, modes
 from repkernel.kernels import (
@@ -35,6 +43,7 @@ from repkernel.multitask import (
 )
 from repkernel.networks import MLP, DeepLinear, MultitaskNetwork, RepresentationNetwork
 from repkernel.patterns import PatternSet, pattern_set
+from repkernel.posterior import gp_posterior, posterior
 from repkernel.results import checkpoint_steps, config_of, load, save
 from repkernel.similarity import (
     adjusted_rand_index,
@@ -54,6 +63,7 @@ from repkernel.similarity import (
     task_similarity_summary,
 )
 from repkernel.training import DivergenceError, train
+from repkernel.wide import WideMLP, infinite_width_kernels
 
 __all__ = [
     "MLP",
@@ -65,10 +75,13 @@ __all__ = [
     "PatternSet",
     "RepresentationNetwork",
     "Stage",
+    "WideMLP",
     "__version__",
     "adjusted_rand_index",
     "angular_shape_distance",
+    "band_figure",
     "batch_loss",
+    "calibration",
     "capacity",
     "cca_similarity",
     "change_alignment",
@@ -79,8 +92,11 @@ __all__ = [
     "components_by_input_feature",
     "config_of",
     "deep_linear_modes_task",
+    "ensemble",
     "evaluate_multitask",
     "forecast",
+    "gp_posterior",
+    "infinite_width_kernels",
     "jacobian_product",
     "jacobian_transpose_product",
     "jacobians",
@@ -94,10 +110,13 @@ __all__ = [
     "loss_weighted_kernel",
     "maximum_independent_set",
     "modes",
+    "monte_carlo_forecast",
+    "monte_carlo_kernel",
     "ntk",
     "ntk_matrix",
     "pattern_loss",
     "pattern_set",
+    "posterior",
     "procrustes_distance",
     "pseudo_kernel",
     "pseudo_kernel_matrix",
@@ -108,6 +127,7 @@ __all__ = [
     "score_outputs",
     "silhouette",
     "step_function_task",
+    "summarize",
     "svcca_similarity",
     "task_similarity",
     "task_similarity_summary",
