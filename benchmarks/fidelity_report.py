@@ -3,7 +3,8 @@
 For a scaled-down multitask network (REFERENCE.md C, E) at init scales on a log grid and
 re-linearization R in {1, 4, 16}, train the real network and forecast it from its initial weights,
 then measure change alignment (DESIGN.md section 5) of the hidden representation on probe
-patterns at every checkpoint:
+patterns at every checkpoint (R = "auto": error-controlled re-linearization at
+``--tolerance``):
     Pearson r and cosine between dh_forecast = h_f(t) - h_0 and dh_actual = h_a(t) - h_0
     (flattened over items and units), and relative error ||dh_f - dh_a|| / ||dh_a||,
 against training progress p(t) = (L_a(0) - L_a(t)) / (L_a(0) - min_t L_a), the fraction of the
@@ -40,6 +41,11 @@ import repkernel as rk
 from repkernel.kernels import ntk_matrix
 
 PROGRESS_LEVELS = (0.1, 0.25, 0.5, 0.9)
+
+
+def segments(value: str) -> int | str:
+    """--relinearize entries: a number of segments or "auto"."""
+    return value if value == "auto" else int(value)
 
 
 def at_progress(values: np.ndarray, progress: np.ndarray, level: float) -> float:
@@ -83,7 +89,7 @@ def run(args) -> xr.Dataset:
         for j, segments in enumerate(args.relinearize):
             start = time.perf_counter()
             fc = rk.forecast(net, curriculum, probes, checkpoints=steps, relinearize=segments,
-                             record_weights=False)
+                             tolerance=args.tolerance, record_weights=False)
             seconds[i, j + 1] = time.perf_counter() - start
             for k, readout in enumerate(("linear", "network")):
                 h_fc = fc.hidden.sel(readout=readout).values
@@ -100,7 +106,7 @@ def run(args) -> xr.Dataset:
     dims = ("init_scale", "relinearize", "readout", "time")
     ds = xr.Dataset(
         {name: (dims, values) for name, values in out.items()},
-        coords={"init_scale": scales, "relinearize": list(args.relinearize),
+        coords={"init_scale": scales, "relinearize": [str(r) for r in args.relinearize],
                 "readout": ["linear", "network"], "time": steps,
                 "progress_level": list(PROGRESS_LEVELS)},
     )
@@ -119,6 +125,7 @@ def run(args) -> xr.Dataset:
     ds["alignment"].attrs["long_name"] = "Pearson r of dh_forecast vs dh_actual"
     ds["progress"].attrs["long_name"] = "fraction of the actual loss decrease achieved"
     ds.attrs.update({"environment": str(tuple(args.environment)), "hidden": args.hidden,
+                     "tolerance": args.tolerance,
                      "n_train": args.n, "n_probes": args.n_probes, "steps": args.steps,
                      "reduction": "sum", "base_lr": args.lr, "seed": args.seed,
                      "version": rk.__version__})
@@ -147,7 +154,7 @@ def plot(ds: xr.Dataset, out: Path) -> None:
             axes[3, j].plot(steps[moved], ds.actual_change.values[i, moved], "-", color=colors[i])
             axes[3, j].plot(steps[moved], ds.forecast_change.values[i, j, 1, moved], ":",
                             color=colors[i])
-        axes[0, j].set_title(f"relinearize R = {r}" + (" (frozen kernel)" if r == 1 else ""))
+        axes[0, j].set_title(f"relinearize R = {r}" + (" (frozen kernel)" if r == "1" else ""))
         axes[0, j].set_ylim(-0.2, 1.02)
         axes[1, j].set_yscale("log")
         axes[1, j].set_ylim(1e-3, 10)
@@ -200,7 +207,9 @@ def main() -> None:
     parser.add_argument("--scale-min", type=float, default=0.01)
     parser.add_argument("--scale-max", type=float, default=3.0)
     parser.add_argument("--n-scales", type=int, default=6)
-    parser.add_argument("--relinearize", type=int, nargs="+", default=(1, 4, 16))
+    parser.add_argument("--relinearize", type=segments, nargs="+", default=(1, 4, 16, "auto"),
+                        help="segments per stage, or auto")
+    parser.add_argument("--tolerance", type=float, default=0.3, help="for relinearize auto")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
