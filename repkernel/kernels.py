@@ -328,73 +328,6 @@ def _structured_jacobian(net, layers: list[_Layer], target: int) -> torch.Tensor
     return torch.cat(blocks, dim=-1)
 
 
-def _structured_transpose(net, layers: list[_Layer], a: torch.Tensor) -> dict:
-    """J_f^T a = sum_i J_f(x_i)^T a_i for a (n, O, m), per trainable weight in input-major layout
-    (a weight (K, in) as (in, K m), a bias as (K, m)); ``_finish_transpose`` makes it (P, m)."""
-    last = len(layers) - 1
-    diag, full = _signals(layers, last)
-    n = a.shape[0]
-    per_layer, raw = {}, {}
-    for name, m, k in _slots(net, layers):
-        if m not in per_layer:  # v[i, k, :] = sum_o d f_o(x_i)/dz_m,k a[i, o, :]
-            per_layer[m] = diag[:, :, None] * a if m == last else full[m].transpose(1, 2) @ a
-        v = per_layer[m]
-        source = layers[m].params[k][1]
-        raw[name] = v.sum(0) if source is None else source.T @ v.reshape(n, -1)
-    return raw
-
-
-def _finish_transpose(net, raw: dict, m_cols: int) -> torch.Tensor:
-    pieces = []
-    for name, p in net.trainable_parameters().items():
-        if p.ndim == 1:
-            pieces.append(raw[name])
-        else:
-            width, n_in = p.shape
-            pieces.append(raw[name].view(n_in, width, m_cols).transpose(0, 1)
-                          .reshape(-1, m_cols))
-    return torch.cat(pieces, dim=0)
-
-
-def _arrange_directions(net, d: torch.Tensor) -> dict:
-    """Split directions d (P, m) per trainable weight, a weight (K, in) as (in, K m) and a bias
-    as (K, m), the layout the forward product multiplies by."""
-    params = net.trainable_parameters()
-    m_cols = d.shape[-1]
-    arranged = {}
-    for (name, p), piece in zip(params.items(), torch.split(d, [p.numel() for p in
-                                                                  params.values()])):
-        if p.ndim == 1:
-            arranged[name] = piece
-        else:
-            width, n_in = p.shape
-            arranged[name] = piece.view(width, n_in, m_cols).transpose(0, 1).reshape(n_in, -1)
-    return arranged
-
-
-def _structured_forward_product(layers: list[_Layer], arranged: dict, like: torch.Tensor,
-                                keep_hidden: bool = True):
-    """J d for directions arranged by ``_arrange_directions`` (m = like.shape[-1] columns):
-    (one (n, H_l, m) per hidden layer, (n, O, m)); no hidden tuple unless ``keep_hidden``."""
-    n, m_cols = layers[0].post.shape[0], like.shape[-1]
-    tangent, hidden = None, []
-    for m, layer in enumerate(layers):
-        dz = None if tangent is None else torch.matmul(layers[m - 1].chain, tangent)
-        for name, source in layer.params:
-            if source is None:
-                term = arranged[name][None].expand(n, -1, -1)
-            else:
-                term = (source @ arranged[name]).view(n, layer.width, m_cols)
-            dz = term if dz is None else dz + term
-        if dz is not None:
-            tangent = dz if layer.slope is None else dz * layer.slope[:, :, None]
-        if keep_hidden and m < len(layers) - 1:
-            hidden.append(tangent if tangent is not None
-                          else like.new_zeros(n, layer.width, m_cols))
-    output = tangent if tangent is not None else like.new_zeros(n, layers[-1].width, m_cols)
-    return tuple(hidden), output
-
-
 # -- the generic path -------------------------------------------------------------------------
 
 
@@ -516,36 +449,6 @@ def pseudo_kernel_matrix(network: RepresentationNetwork, probes: PatternSet, tra
     return tuple(_structured_kernel(lp, lt, t) for t in range(len(lp) - 1))
 
 
-def _transpose(net, x, c, a, structured: bool, size: int) -> torch.Tensor:
-    total = None
-    for rows in _blocks(x.shape[0], size):
-        if structured:
-            part = _structured_transpose(net, _layers(net, x[rows], _rows_of(c, rows)), a[rows])
-            if total is None:
-                total = part
-            else:
-                for name, value in part.items():
-                    total[name].add_(value)
-        else:
-            part = _generic_transpose(net, x[rows], _rows_of(c, rows), a[rows])
-            total = part if total is None else total.add_(part)
-    return _finish_transpose(net, total, a.shape[-1]) if structured else total
-
-
-def _forward(net, x, c, d, structured: bool, size: int, keep_hidden: bool = True):
-    hidden, output = [], []
-    arranged = _arrange_directions(net, d) if structured else None
-    for rows in _blocks(x.shape[0], size):
-        if structured:
-            h, f = _structured_forward_product(_layers(net, x[rows], _rows_of(c, rows)),
-                                               arranged, d, keep_hidden)
-        else:
-            h, f = _generic_forward_product(net, x[rows], _rows_of(c, rows), d)
-        hidden.append(h if keep_hidden else ())
-        output.append(f)
-    return tuple(torch.cat(layer) for layer in zip(*hidden)), torch.cat(output)
-
-
 class JacobianOperator:
     """J(X) at the network's current weights as a matrix-free linear operator on a fixed pattern
     set X (n patterns, O outputs, P trainable weights), for repeated products such as Lanczos on
@@ -574,6 +477,8 @@ class JacobianOperator:
         self._widths = (*net.hidden_sizes, self.n_outputs)
         size = _pattern_block(block_size, net, self.n_outputs, 1, self.n)
         self._rows = _blocks(self.n, size)
+        # columns per product, so that a block's intermediates stay within BLOCK_NUMBERS
+        self._columns = max(1, BLOCK_NUMBERS // (size * sum(self._widths)))
         if self.structured:
             self._cached = []
             for rows in self._rows:
@@ -587,6 +492,11 @@ class JacobianOperator:
 
     def forward(self, d: torch.Tensor, hidden: bool = False):
         """J d for directions d (P, m): (hidden layers or (), (n, O, m))."""
+        if d.shape[-1] > self._columns:
+            parts = [self.forward(d[:, start:start + self._columns], hidden)
+                     for start in range(0, d.shape[-1], self._columns)]
+            return (tuple(torch.cat(layer, -1) for layer in zip(*(h for h, _ in parts))),
+                    torch.cat([f for _, f in parts], -1))
         if self.structured:
             arranged = self._split(d)
             parts = [self._push(layers, arranged, d.shape[-1], hidden) for layers in self._cached]
@@ -600,6 +510,9 @@ class JacobianOperator:
 
     def transpose(self, a: torch.Tensor) -> torch.Tensor:
         """J_f^T a = sum_i J_f(x_i)^T a_i for a (n, O, m): (P, m)."""
+        if a.shape[-1] > self._columns:
+            return torch.cat([self.transpose(a[..., start:start + self._columns])
+                              for start in range(0, a.shape[-1], self._columns)], -1)
         if not self.structured:
             return sum(_generic_transpose(self._net, self._x[rows], _rows_of(self._c, rows),
                                           a[rows]) for rows in self._rows)
@@ -710,12 +623,10 @@ def jacobian_transpose_product(network: RepresentationNetwork, patterns: Pattern
     """J_f(patterns)^T a = sum_i J_f(x_i)^T a_i for coefficients a (n, O, m): (P, m), the weight
     change direction of dual coefficients a. Computed in blocks of ``block_size`` patterns
     (automatic when None); J is never formed."""
-    net, (x, c, _) = _place(network, patterns, device, dtype, "training")
-    _check_block_size(block_size)
+    net, (x, _, _) = _place(network, patterns, device, dtype, "training")
     n, n_out = len(patterns), patterns.n_outputs
     a = _coefficients(a, n, n_out, x, "a")
-    size = _pattern_block(block_size, net, n_out, a.shape[-1], n)
-    return _transpose(net, x, c, a, _resolve_method(net, method) == "structured", size)
+    return JacobianOperator(net, patterns, method, block_size).transpose(a)
 
 
 def jacobian_product(network: RepresentationNetwork, patterns: PatternSet, d: torch.Tensor,
@@ -724,15 +635,14 @@ def jacobian_product(network: RepresentationNetwork, patterns: PatternSet, d: to
                      ) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
     """J(patterns) d for weight directions d (P, m): (one (n, H_l, m) per hidden layer,
     (n, O, m)), forward mode through the layers in blocks of ``block_size`` patterns."""
-    net, (x, c, _) = _place(network, patterns, device, dtype)
+    net, (x, _, _) = _place(network, patterns, device, dtype)
     _check_block_size(block_size)
     if not isinstance(d, torch.Tensor) or d.ndim != 2 or d.shape[0] != net.n_parameters:
         raise ValueError(f"d must be a tensor of shape (P, m) = ({net.n_parameters}, m), got "
                          f"{getattr(d, 'shape', type(d).__name__)}: one column per weight "
                          f"direction")
     d = d.to(device=x.device, dtype=x.dtype)
-    size = _pattern_block(block_size, net, patterns.n_outputs, d.shape[-1], len(patterns))
-    return _forward(net, x, c, d, _resolve_method(net, method) == "structured", size)
+    return JacobianOperator(net, patterns, method, block_size).forward(d, hidden=True)
 
 
 def kernel_product(network: RepresentationNetwork, probes: PatternSet, train: PatternSet,
@@ -747,26 +657,19 @@ def kernel_product(network: RepresentationNetwork, probes: PatternSet, train: Pa
     about block_size (sum_l H_l + O) m_chunk + P m_chunk numbers, never n_p n_t.
     """
     _check_choice("target", target, TARGETS)
-    net, (xp, cp, _) = _place(network, probes, device, dtype)
+    net, (xp, _, _) = _place(network, probes, device, dtype)
     _check_block_size(block_size)
-    xt, ct, _ = _patterns_on(net, train, "training")
-    n_t, n_out = len(train), train.n_outputs
-    a = _coefficients(a, n_t, n_out, xp, "a")
-    structured = _resolve_method(net, method) == "structured"
-    m_cols = a.shape[-1]
-    step = _column_block(net.n_parameters, m_cols)
-    hidden_parts, output_parts = [], []
-    for start in range(0, m_cols, step):
-        columns = a[..., start:start + step]
-        size = _pattern_block(block_size, net, n_out, columns.shape[-1], max(n_t, len(probes)))
-        direction = _transpose(net, xt, ct, columns, structured, size)
-        hidden, output = _forward(net, xp, cp, direction, structured, size,
-                                  keep_hidden=target == "hidden")
-        hidden_parts.append(hidden)
-        output_parts.append(output)
+    _patterns_on(net, train, "training")
+    a = _coefficients(a, len(train), train.n_outputs, xp, "a")
+    train_operator = JacobianOperator(net, train, method, block_size)
+    probe_operator = JacobianOperator(net, probes, method, block_size)
+    step = _column_block(net.n_parameters, a.shape[-1])
+    parts = [probe_operator.forward(train_operator.transpose(a[..., start:start + step]),
+                                    hidden=target == "hidden")
+             for start in range(0, a.shape[-1], step)]
     if target == "output":
-        return torch.cat(output_parts, dim=-1)
-    return tuple(torch.cat(layer, dim=-1) for layer in zip(*hidden_parts))
+        return torch.cat([output for _, output in parts], dim=-1)
+    return tuple(torch.cat(layer, dim=-1) for layer in zip(*(hidden for hidden, _ in parts)))
 
 
 def weighted_kernel_matrix(network: RepresentationNetwork, probes: PatternSet,
