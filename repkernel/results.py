@@ -40,7 +40,13 @@ def package_version() -> str:
 def checkpoint_steps(checkpoints: int | Sequence[int], total_steps: int) -> np.ndarray:
     """Global steps at which to record: a count spread over [0, total_steps] (always including
     step 0 and the last step) or explicit steps. Returns sorted unique int64 steps."""
-    if isinstance(checkpoints, (int, np.integer)):
+    whole = (int, np.integer)
+    if isinstance(checkpoints, bool) or not (isinstance(checkpoints, whole) or (
+            isinstance(checkpoints, Sequence | np.ndarray) and not isinstance(checkpoints, str)
+            and all(isinstance(s, whole) and not isinstance(s, bool) for s in checkpoints))):
+        raise ValueError(f"checkpoints must be a whole number of checkpoints or a list of whole "
+                         f"steps, got {checkpoints!r}: e.g. checkpoints=101 or [0, 500, 1000]")
+    if isinstance(checkpoints, whole):
         if checkpoints < 1:
             raise ValueError(f"checkpoints must be a positive count or a list of steps, "
                              f"got {checkpoints}")
@@ -185,4 +191,9 @@ def load(path: str | os.PathLike) -> xr.Dataset:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no result file at {path}")
-    return xr.load_dataset(path)
+    try:
+        return xr.load_dataset(path)
+    except (ValueError, OSError):
+        raise ValueError(f"{path} is not a netCDF file xarray can read (truncated, or another "
+                         f"format): give a result file written by repkernel.save or the "
+                         f"repkernel CLI") from None

@@ -730,6 +730,9 @@ def task_similarity(hidden: Array, task: Any = None, input_dim: Any = None,
     these must then be None (give per-task dims to task_similarity_summary instead).
     DataArray result: dims (..., task, task_b), coordinates task, task_b, name task_similarity.
     """
+    if isinstance(hidden, xr.Dataset):
+        raise ValueError("task_similarity takes the hidden representations, not a whole result: "
+                         "pass result.hidden (or result.hidden.sel(time=...))")
     labels = _item_labels(hidden, task, "task", item_dim, required=True)
     labels = labels.astype(np.int64)
     tasks = np.unique(labels[labels >= 0])
