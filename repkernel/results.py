@@ -133,9 +133,10 @@ def finish_run(ds: xr.Dataset, network, curriculum, probes: PatternSet, steps: n
     return describe(ds)
 
 
-# Attributes of every variable and coordinate a run result may hold (CF style: long_name, units
-# where the quantity has them, "1" for dimensionless numbers; description where the name is not
-# enough). Labels of items come from the probes (repkernel.environments).
+# Attributes of every variable and coordinate a run result may hold (CF style): long_name; units
+# where the quantity has them (steps; activations and losses are dimensionless, so none: xarray
+# would print "[1]" in every axis label); description where the name is not enough. Labels of
+# items come from the probes (repkernel.environments).
 _SINGLE_TASK_ONLY = "-1 for items with several active tasks (k > 1), which have no single one"
 DESCRIPTIONS: dict[str, dict[str, str]] = {
     "time": {"long_name": "training step", "units": "steps",
@@ -156,19 +157,19 @@ DESCRIPTIONS: dict[str, dict[str, str]] = {
     "readout": {"long_name": "forecast readout", "description": "linear: h_0 + J_h (theta - "
                 "theta_0), the linearized network; network: the network run at the forecast "
                 "weights"},
-    "hidden": {"long_name": "hidden representation", "units": "1",
+    "hidden": {"long_name": "hidden representation",
                "description": "hidden-layer activations on each probe pattern"},
-    "output": {"long_name": "network output", "units": "1"},
-    "target": {"long_name": "probe target", "units": "1"},
-    "loss": {"long_name": "training loss", "units": "1",
+    "output": {"long_name": "network output"},
+    "target": {"long_name": "probe target"},
+    "loss": {"long_name": "training loss",
              "description": "mean per-pattern loss on the training patterns of the stage the "
                             "checkpoint belongs to"},
-    "probe_loss": {"long_name": "probe loss", "units": "1",
+    "probe_loss": {"long_name": "probe loss",
                    "description": "mean per-pattern loss on the probe patterns"},
-    "batch_loss": {"long_name": "batch loss", "units": "1",
+    "batch_loss": {"long_name": "batch loss",
                    "description": "mean per-pattern loss of the batch each update used, before "
                                   "the update"},
-    "weights": {"long_name": "trainable weights theta", "units": "1"},
+    "weights": {"long_name": "trainable weights theta"},
     "task": {"long_name": "task of the item", "description": f"task index; {_SINGLE_TASK_ONLY}"},
     "task_set": {"long_name": "active tasks", "description": "the item's active tasks, joined "
                  "by '+'"},
