@@ -133,13 +133,13 @@ def _outputs(result: tuple, names: Sequence[str]) -> dict[str, np.ndarray] | xr.
     return dict(zip(names, result))
 
 
-def _warn_undefined(result: Any, name: str) -> None:
+def _warn_undefined(result: Any, name: str, why: str) -> None:
     """A RuntimeWarning, pointing at the caller's caller, when a similarity came out nan."""
     undefined = np.isnan(np.asarray(result, dtype=np.float64))
     if undefined.any():
         warnings.warn(f"{name} is nan for {int(undefined.sum())} of {undefined.size} "
-                      f"comparison(s): a representation there is constant over items or holds "
-                      f"a nan, so its similarity is undefined", RuntimeWarning, stacklevel=3)
+                      f"comparison(s), where it is undefined: {why}", RuntimeWarning,
+                      stacklevel=3)
 
 
 def _second(dim: str) -> str:
@@ -386,9 +386,10 @@ def rsa(a: Array, b: Array, method: str = "pearson", rsm_method: str = "pearson"
       kendall_tau_a  sum_{i<j} sign(u_i - u_j) sign(v_i - v_j) / (T (T - 1) / 2); ties count 0.
                      Cost O(T log^2 T) per matrix pair (sorting and merge-sort inversions).
     Returns (...) in [-1, 1]; nan, with a RuntimeWarning, where an RSM is constant over the
-    triangle (e.g. every item has the same representation) or holds a nan. Square, symmetric,
-    zero-diagonal a or b without ``precomputed=True`` (RDMs compared as if they were
-    representations: a second-order RSA) give a UserWarning.
+    triangle (e.g. every item has the same representation) or holds a nan (Pearson RSMs of
+    items with a single unit). Square, symmetric, zero-diagonal a or b without
+    ``precomputed=True`` (RDMs compared as if they were representations: a second-order RSA)
+    give a UserWarning.
     """
     _choice(method, RSA_METHODS, "rsa method")
     _choice(rsm_method, RSM_METHODS, "rsm_method")
@@ -402,7 +403,9 @@ def rsa(a: Array, b: Array, method: str = "pearson", rsm_method: str = "pearson"
     result = _apply(lambda u, v: _rsa(u, v, method, rsm_method, precomputed), [a, b],
                     [(item_dim, second)] * 2, [()], ["a", "b"],
                     exclude=() if precomputed else (unit_dim,))
-    _warn_undefined(result, "rsa")
+    _warn_undefined(result, "rsa", "an RSM there is constant over item pairs (e.g. all items "
+                    "alike) or not defined (a Pearson RSM of items with one unit, or with all "
+                    "units equal), or an input holds a nan")
     return _named(result, "rsa")
 
 
@@ -495,7 +498,8 @@ def cka_similarity(a: Array, b: Array, kind: str = "linear", debiased: bool = Fa
                          f"{bandwidth}")
     result = _apply(lambda u, v: _cka(u, v, kind, debiased, bandwidth), [a, b],
                     [(item_dim, unit_dim)] * 2, [()], ["a", "b"], exclude=(unit_dim,))
-    _warn_undefined(result, "cka_similarity")
+    _warn_undefined(result, "cka_similarity", "a representation there is constant over items "
+                    "(zero variance) or holds a nan")
     return _named(result, "cka_similarity")
 
 
