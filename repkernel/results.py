@@ -157,6 +157,15 @@ DESCRIPTIONS: dict[str, dict[str, str]] = {
     "readout": {"long_name": "forecast readout", "description": "linear: h_0 + J_h (theta - "
                 "theta_0), the linearized network; network: the network run at the forecast "
                 "weights"},
+    "segment": {"long_name": "forecast segment", "description": "index of a stretch of steps "
+                "forecast by one linear model (one per stage when the kernel is frozen)"},
+    "segment_start": {"long_name": "global step at which the linear model was (re)centered",
+                      "units": "steps"},
+    "segment_steps": {"long_name": "steps forecast by the segment's linear model",
+                      "units": "steps"},
+    "segment_stage": {"long_name": "curriculum stage of the segment"},
+    "segment_error": {"long_name": "relative deviation of the network from the segment's linear "
+                      "model at its end"},
     "hidden": {"long_name": "hidden representation",
                "description": "hidden-layer activations on each probe pattern"},
     "output": {"long_name": "network output"},
