@@ -12,8 +12,13 @@ called once on the whole batch ("batched") and in a Python loop over seeds x che
 BLAS runs on ``--threads`` threads (default 1) for both, so the ratio measures batching rather
 than how the BLAS threads share a busy machine.
 
+Then Kendall tau-a between the RDMs of two representations of ``--kendall-items`` conditions
+(default 300: T = 44850 matrix entries): repkernel's O(T log^2 T) sort against the O(T^2) sum
+over all pairs it replaced (kept below, timed once), with their agreement.
+
     python benchmarks/bench_similarity.py [--seeds 10] [--checkpoints 101] [--items 100]
                                           [--units 200] [--repeat 3] [--threads 1]
+                                          [--kendall-items 300]
 """
 
 from __future__ import annotations
@@ -53,6 +58,31 @@ def agree(batched, looped) -> bool:
     return bool(np.allclose(batched, looped, atol=1e-9, equal_nan=True))
 
 
+def quadratic_kendall_tau_a(u: np.ndarray, v: np.ndarray, chunk: int = 2**21) -> float:
+    """The former repkernel tau-a: sum_{i != j} sign(u_i - u_j) sign(v_i - v_j) / (T (T - 1)),
+    over rows of at most ``chunk`` sign entries at a time."""
+    count = len(u)
+    rows = max(1, chunk // count)
+    total = 0.0
+    for i in range(0, count, rows):
+        total += np.einsum("ij,ij->", np.sign(u[i:i + rows, None] - u[None, :]),
+                           np.sign(v[i:i + rows, None] - v[None, :]))
+    return total / (count * (count - 1))
+
+
+def kendall(items: int, repeat: int) -> None:
+    rng = np.random.default_rng(1)
+    a = rng.normal(size=(items, 20))
+    b = a + rng.normal(size=(items, 20))
+    rows, cols = np.triu_indices(items, 1)
+    u, v = similarity.rdm(a)[rows, cols], similarity.rdm(b)[rows, cols]
+    fast_time, fast = timed(lambda: similarity._kendall_tau_a(u, v), repeat)
+    slow_time, slow = timed(lambda: quadratic_kendall_tau_a(u, v), 1)
+    print(f"\nKendall tau-a, {items} conditions ({len(u)} RDM entries): sort "
+          f"{fast_time:.3f} s, all pairs {slow_time:.3f} s, speedup {slow_time / fast_time:.0f}x, "
+          f"|difference| {abs(fast - slow):.1e}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=10)
@@ -61,6 +91,7 @@ def main() -> None:
     parser.add_argument("--units", type=int, default=200)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1, help="BLAS threads")
+    parser.add_argument("--kendall-items", type=int, default=300)
     args = parser.parse_args()
     threadpool_limits(args.threads)
 
@@ -87,6 +118,7 @@ def main() -> None:
         loop_time, looped = timed(lambda: loop(metric, *loop_arrays), args.repeat)  # noqa: B023
         print(f"{name:<18}{batched_time:>12.3f}{loop_time:>12.3f}"
               f"{loop_time / batched_time:>9.1f}x  {agree(batched, looped)}")
+    kendall(args.kendall_items, args.repeat)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ try:
 except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0+unknown"
 
+from repkernel.cpu_threads import threads, threads_for
 from repkernel.curriculum import Curriculum, Stage
 from repkernel.eigen import components_by, components_by_input_feature, kernel_groups
 from repkernel.ensembles import (
@@ -131,5 +132,7 @@ __all__ = [
     "svcca_similarity",
     "task_similarity",
     "task_similarity_summary",
+    "threads",
+    "threads_for",
     "train",
 ]

@@ -70,6 +70,13 @@ class Stage:
         """Rate of the full-batch mean-reduction update with the same expected drift."""
         return self.pattern_rate * self.batch_size
 
+    def stability_bound(self, lam_max: float) -> float:
+        """The largest stable lr for a kernel whose largest eigenvalue is lam_max: gradient
+        descent on the linearized model diverges iff rho lam_max > 2, rho = drift_rate / n the
+        weight of each pattern's gradient, i.e. iff lr > 2 (lr / rho) / lam_max (2n / lam_max
+        for the full-batch mean loss, 2 / lam_max for the summed loss)."""
+        return 2.0 * self.lr / (self.drift_rate / len(self.patterns)) / lam_max
+
     @property
     def stochastic(self) -> bool:
         return self.batch_size < len(self.patterns)

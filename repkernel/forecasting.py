@@ -60,6 +60,7 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -67,6 +68,7 @@ import torch
 import xarray as xr
 from scipy.integrate import solve_ivp
 
+from repkernel import cpu_threads
 from repkernel.curriculum import Curriculum, Stage
 from repkernel.kernels import (
     JacobianOperator,
@@ -76,9 +78,9 @@ from repkernel.kernels import (
     ntk_matrix,
 )
 from repkernel.losses import loss_gradient, pattern_loss
-from repkernel.networks import RepresentationNetwork, placed, represent_at
+from repkernel.networks import RepresentationNetwork, check_run, placed, represent_at
 from repkernel.patterns import PatternSet
-from repkernel.results import checkpoint_steps, finish_run, representation_dataset
+from repkernel.results import checkpoint_steps, describe, finish_run, representation_dataset
 
 READOUTS = ("linear", "network")
 TIMES = ("discrete", "continuous")
@@ -116,11 +118,10 @@ def _decay_minus_one(lam: torch.Tensor, rho: float, k: torch.Tensor, time: str) 
 
 def _check_stable(stage: Stage, index: int, rho: float, lam_max: float) -> None:
     """Discrete gradient descent on the linear model diverges iff rho lam_max > 2, i.e. iff
-    eta > 2n / lam_max (mean loss) or 2 / lam_max (summed loss); in general 2 (eta / rho) /
-    lam_max with rho the per-pattern drift rate."""
+    eta > 2n / lam_max (mean loss) or 2 / lam_max (summed loss): Stage.stability_bound."""
     if rho * lam_max > 2:
         per_rate = stage.lr / rho  # n for the full-batch mean loss, 1 for the summed loss
-        bound = 2 * per_rate / lam_max
+        bound = stage.stability_bound(lam_max)
         raise ValueError(
             f"stage {index} ({stage.name or 'unnamed'}): learning rate {stage.lr:g} is above the "
             f"stability bound {bound:.4g} = 2 * {per_rate:g} / lam_max (2n / lam_max for the mean"
@@ -493,9 +494,24 @@ class _FunctionSpaceSegment:
 
     def weights(self, k: torch.Tensor) -> torch.Tensor:
         data = self.lin.data
-        a = torch.stack([a for _, a in self._states(k)], dim=-1)
+        states = self._states(k)
+        if data.stage.loss == "bce":
+            _warn_outside_unit_interval(data, torch.stack([f for f, _ in states]), k)
+        a = torch.stack([a for _, a in states], dim=-1)
         return self.theta_start[:, None] - self.lin.operator.transpose(
             (data.weight[:, None] * a).reshape(data.n, data.n_out, -1))
+
+
+def _warn_outside_unit_interval(data: _StageData, outputs: torch.Tensor,
+                                k: torch.Tensor) -> None:
+    """Cross-entropy needs f in (0, 1); the linear model's outputs (m, nO) may leave it."""
+    low, high = float(outputs.min()), float(outputs.max())
+    if low <= 0 or high >= 1:
+        warnings.warn(f"stage {data.index} ({data.stage.name or 'unnamed'}): the linearized "
+                      f"outputs leave (0, 1) (range {low:.3g} to {high:.3g} by local step "
+                      f"{int(k.max())}), where cross-entropy is undefined and the forecast is "
+                      f"unreliable: lower the learning rate or use relinearize='auto'",
+                      RuntimeWarning, stacklevel=4)
 
 
 def _segment(lin: _Linearization, theta_start: torch.Tensor, k: torch.Tensor, time: str,
@@ -533,6 +549,7 @@ def forecast(
     dtype: torch.dtype | None = None,
     progress: Callable[[int], None] | None = None,
     factorization: str = "auto",
+    threads: int | None = None,
 ) -> xr.Dataset:
     """Forecast hidden representations and outputs on ``probes`` from the initial weights and the
     curriculum alone (equations in the module docstring), in the trainer's layout.
@@ -556,6 +573,8 @@ def forecast(
     weights at each segment start (1 = frozen kernel at theta_0; R = steps reproduces gradient
     descent); "auto": segment lengths chosen so that each segment's error <= ``tolerance``.
     factorization: "auto" (by estimated cost), "dense" or "krylov" (module docstring).
+    threads: torch's intra-op CPU threads (repkernel.cpu_threads); default one for small
+    networks, where more threads only cost.
     checkpoints: a count spread over the curriculum or explicit steps (results.checkpoint_steps).
     Tensors follow ``device``/``dtype`` (default: the network's); the caller's network is not
     modified. ``progress(steps_done)`` is called after each segment.
@@ -582,6 +601,18 @@ def forecast(
     net = placed(network, device, dtype)
     if net.n_parameters == 0:
         raise ValueError("the network has no trainable weights: call set_trainable first")
+    check_run(net, curriculum, probes)
+    if threads is None:
+        threads = cpu_threads.threads_for_run(net, curriculum, probes)
+    with cpu_threads.threads(threads):
+        return _forecast(net, curriculum, probes, checkpoints, time, readouts, relinearize,
+                         tolerance, record_weights, progress, factorization)
+
+
+def _forecast(net, curriculum, probes, checkpoints, time, readouts, relinearize, tolerance,
+              record_weights, progress, factorization) -> xr.Dataset:
+    """forecast() after its checks (see there)."""
+    adaptive = relinearize == "auto"
     center_net = copy.deepcopy(net)  # weights are loaded into it; the caller's stay untouched
     theta0 = net.flat_parameters()
     steps = checkpoint_steps(checkpoints, curriculum.total_steps)
@@ -604,13 +635,9 @@ def forecast(
     ds["segment_error"] = ("segment", errors.astype(float))
     ds["segment_stage"] = ("segment", stages.astype(int))
     ds = ds.assign_coords(segment=("segment", np.arange(len(starts))))  # cells of a sweep differ
-    ds["segment_start"].attrs.update(units="steps", long_name="global step at which the "
-                                     "linear model was (re)centered")
-    ds["segment_error"].attrs["long_name"] = ("relative deviation of the network from the "
-                                              "segment's linear model at its end")
     ds.attrs["jacobian_evaluations"] = run.jacobian_evaluations
     ds.attrs["rejected_segments"] = run.rejected
-    return ds
+    return describe(ds)
 
 
 class _Run:

@@ -38,6 +38,22 @@ def _activation(name: str):
     return ACTIVATIONS[name]
 
 
+def _units(value, name: str) -> int:
+    """A layer width: a whole number >= 1 (ValueError naming ``name`` otherwise)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a whole number of units >= 1, got {value!r}: e.g. "
+                         f"{name}=100")
+    return int(value)
+
+
+def _init_scale(value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not (
+            math.isfinite(value) and value > 0):
+        raise ValueError(f"init_scale must be a positive finite number, got {value!r}: e.g. "
+                         f"0.1 (standard) or 1.0 (large)")
+    return value
+
+
 def _uniform(generator: torch.Generator, shape: tuple[int, ...], bound: float,
              dtype: torch.dtype) -> nn.Parameter:
     draw = torch.rand(shape, generator=generator, dtype=torch.float64) * 2.0 - 1.0
@@ -132,15 +148,63 @@ class RepresentationNetwork(nn.Module):
         return self
 
 
+def _device(device) -> torch.device:
+    """torch.device(device), or ValueError naming the fix when it is malformed or absent."""
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device {device!r} is not a device name: use 'cpu', 'cuda' or "
+                         f"'cuda:N'") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {str(device)!r} is not available (torch {torch.__version__} "
+                         f"finds no CUDA GPU): use device='cpu'")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise ValueError(f"device {str(device)!r} does not exist: this machine has "
+                         f"{torch.cuda.device_count()} CUDA device(s)")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError("device 'mps' is not available here: use device='cpu'")
+    return device
+
+
 def placed(network: RepresentationNetwork, device=None, dtype=None) -> RepresentationNetwork:
     """``network`` on ``device`` with ``dtype`` (defaults: its own); a copy whenever it has to
-    move, so the caller's network is never modified."""
+    move, so the caller's network is never modified. ValueError for a device that is not there
+    or a dtype that is not a torch floating dtype."""
+    if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise ValueError(f"dtype must be a torch floating dtype, got {dtype!r}: e.g. "
+                         f"dtype=torch.float64 or torch.float32")
     weight = next(iter(network.parameters()))
-    device = torch.device(device) if device is not None else weight.device
+    device = _device(device) if device is not None else weight.device
     dtype = dtype or weight.dtype
     if (weight.device, weight.dtype) == (device, dtype):
         return network
     return copy.deepcopy(network).to(device=device, dtype=dtype)
+
+
+def check_patterns(network: RepresentationNetwork, patterns: PatternSet, name: str) -> None:
+    """ValueError naming ``name`` when the network cannot take the patterns (wrong input, cue
+    or target width; cues missing or extra); runs the network on the first pattern."""
+    weight = next(iter(network.parameters()))
+    x, c, y = patterns[:1].to(weight.device, weight.dtype)
+    widths = f"{x.shape[1]} inputs" + ("" if c is None else f", {c.shape[1]} cues")
+    try:
+        with torch.no_grad():
+            _, output = network(x, c)
+    except (RuntimeError, ValueError) as error:
+        raise ValueError(f"{name} do not fit the network ({widths}: "
+                         f"{str(error).splitlines()[0]}): make them from the network's own "
+                         f"environment or input size") from None
+    if output.shape[1] != y.shape[1]:
+        raise ValueError(f"{name} have {y.shape[1]} target units but the network "
+                         f"{output.shape[1]} outputs: make them from the network's own "
+                         f"environment or output size")
+
+
+def check_run(network: RepresentationNetwork, curriculum, probes: PatternSet) -> None:
+    """check_patterns for the probes and every stage's patterns of a curriculum."""
+    check_patterns(network, probes, "probes")
+    for index, stage in enumerate(curriculum.stages):
+        check_patterns(network, stage.patterns, f"the patterns of stage {index} ({stage.name})")
 
 
 class MultitaskNetwork(RepresentationNetwork):
@@ -173,10 +237,8 @@ class MultitaskNetwork(RepresentationNetwork):
     ) -> None:
         super().__init__()
         dtype = dtype or torch.get_default_dtype()
-        if hidden < 1:
-            raise ValueError(f"hidden must be a positive number of units, got {hidden}")
-        if not init_scale > 0:
-            raise ValueError(f"init_scale must be positive, got {init_scale}")
+        hidden = _units(hidden, "hidden")
+        _init_scale(init_scale)
         output_activation = output_activation or activation
         self.phi, self.psi = _activation(activation), _activation(output_activation)
         g = torch.Generator().manual_seed(seed)
@@ -251,12 +313,12 @@ class MLP(RepresentationNetwork):
     ) -> None:
         super().__init__()
         dtype = dtype or torch.get_default_dtype()
-        sizes = [int(s) for s in sizes]
-        if len(sizes) < 3 or min(sizes) < 1:
-            raise ValueError(f"sizes must list input, at least one hidden and output size "
-                             f"(all positive), got {sizes}")
-        if init_scale is not None and not init_scale > 0:
-            raise ValueError(f"init_scale must be positive, got {init_scale}")
+        if isinstance(sizes, (str, bytes)) or not isinstance(sizes, Sequence) or len(sizes) < 3:
+            raise ValueError(f"sizes must list input, at least one hidden and output size, got "
+                             f"{sizes!r}: e.g. sizes=[2, 100, 1]")
+        sizes = [_units(s, f"sizes[{i}]") for i, s in enumerate(sizes)]
+        if init_scale is not None:
+            _init_scale(init_scale)
         self.phi, self.psi = _activation(activation), _activation(output_activation)
         g = torch.Generator().manual_seed(seed)
         scale = 1.0 if init_scale is None else init_scale

@@ -40,7 +40,13 @@ def package_version() -> str:
 def checkpoint_steps(checkpoints: int | Sequence[int], total_steps: int) -> np.ndarray:
     """Global steps at which to record: a count spread over [0, total_steps] (always including
     step 0 and the last step) or explicit steps. Returns sorted unique int64 steps."""
-    if isinstance(checkpoints, (int, np.integer)):
+    whole = (int, np.integer)
+    if isinstance(checkpoints, bool) or not (isinstance(checkpoints, whole) or (
+            isinstance(checkpoints, Sequence | np.ndarray) and not isinstance(checkpoints, str)
+            and all(isinstance(s, whole) and not isinstance(s, bool) for s in checkpoints))):
+        raise ValueError(f"checkpoints must be a whole number of checkpoints or a list of whole "
+                         f"steps, got {checkpoints!r}: e.g. checkpoints=101 or [0, 500, 1000]")
+    if isinstance(checkpoints, whole):
         if checkpoints < 1:
             raise ValueError(f"checkpoints must be a positive count or a list of steps, "
                              f"got {checkpoints}")
@@ -114,7 +120,8 @@ def finish_run(ds: xr.Dataset, network, curriculum, probes: PatternSet, steps: n
     """What every run result gets once its representations are in: the ``stage`` of each
     checkpoint, ``weights(time, parameter)`` with ``parameter_group`` (when given, a (T, P)
     tensor), and provenance whose config names network, trainable groups, curriculum, probes,
-    checkpoints and ``extra_config`` (e.g. the forecast's options)."""
+    checkpoints and ``extra_config`` (e.g. the forecast's options); every variable and
+    coordinate described (``describe``: long_name, units, what -1 labels mean)."""
     ds = ds.assign_coords(stage=("time", curriculum.stage_of(steps)))
     if weights is not None:
         ds["weights"] = (("time", "parameter"), weights.detach().cpu().numpy())
@@ -127,7 +134,77 @@ def finish_run(ds: xr.Dataset, network, curriculum, probes: PatternSet, steps: n
         **extra_config,
     }
     ds.attrs.update(provenance(config, device, dtype, source))
-    return ds
+    return describe(ds)
+
+
+# Attributes of every variable and coordinate a run result may hold (CF style): long_name; units
+# where the quantity has them (steps; activations and losses are dimensionless, so none: xarray
+# would print "[1]" in every axis label); description where the name is not enough. Labels of
+# items come from the probes (repkernel.environments).
+_SINGLE_TASK_ONLY = "-1 for items with several active tasks (k > 1), which have no single one"
+DESCRIPTIONS: dict[str, dict[str, str]] = {
+    "time": {"long_name": "training step", "units": "steps",
+             "description": "global gradient step of the checkpoint (0 = initial weights); "
+                            "gradient-flow time is lr x steps"},
+    "step": {"long_name": "training step", "units": "steps",
+             "description": "global gradient step whose update batch_loss precedes"},
+    "stage": {"long_name": "curriculum stage", "description": "index of the stage (config "
+              "curriculum.stages) the checkpoint's last update belongs to"},
+    "item": {"long_name": "probe pattern", "description": "index of the probe pattern"},
+    "unit": {"long_name": "hidden unit"},
+    "output_unit": {"long_name": "output unit"},
+    "layer": {"long_name": "hidden layer", "description": "0 = closest to the input; narrower "
+              "layers are padded with NaN units"},
+    "parameter": {"long_name": "trainable weight", "description": "index into the flat vector "
+                  "of trainable weights, in the network's registration order"},
+    "parameter_group": {"long_name": "weight group of the parameter"},
+    "readout": {"long_name": "forecast readout", "description": "linear: h_0 + J_h (theta - "
+                "theta_0), the linearized network; network: the network run at the forecast "
+                "weights"},
+    "segment": {"long_name": "forecast segment", "description": "index of a stretch of steps "
+                "forecast by one linear model (one per stage when the kernel is frozen)"},
+    "segment_start": {"long_name": "global step at which the linear model was (re)centered",
+                      "units": "steps"},
+    "segment_steps": {"long_name": "steps forecast by the segment's linear model",
+                      "units": "steps"},
+    "segment_stage": {"long_name": "curriculum stage of the segment"},
+    "segment_error": {"long_name": "relative deviation of the network from the segment's linear "
+                      "model at its end"},
+    "hidden": {"long_name": "hidden representation",
+               "description": "hidden-layer activations on each probe pattern"},
+    "output": {"long_name": "network output"},
+    "target": {"long_name": "probe target"},
+    "loss": {"long_name": "training loss",
+             "description": "mean per-pattern loss on the training patterns of the stage the "
+                            "checkpoint belongs to"},
+    "probe_loss": {"long_name": "probe loss",
+                   "description": "mean per-pattern loss on the probe patterns"},
+    "batch_loss": {"long_name": "batch loss",
+                   "description": "mean per-pattern loss of the batch each update used, before "
+                                  "the update"},
+    "weights": {"long_name": "trainable weights theta"},
+    "task": {"long_name": "task of the item", "description": f"task index; {_SINGLE_TASK_ONLY}"},
+    "task_set": {"long_name": "active tasks", "description": "the item's active tasks, joined "
+                 "by '+'"},
+    "k": {"long_name": "number of active tasks"},
+    "input_dim": {"long_name": "input dimension of the item's task",
+                  "description": f"input dimension the task reads; {_SINGLE_TASK_ONLY}"},
+    "output_dim": {"long_name": "output dimension of the item's task",
+                   "description": f"output dimension the task writes; {_SINGLE_TASK_ONLY}"},
+    "stimulus": {"long_name": "stimulus index"},
+    "congruent": {"long_name": "congruent task set", "description": "whether every active "
+                  "task asks for the same feature index (response); meaningful for k >= 2, "
+                  "True for single tasks (k = 1), which cannot conflict"},
+    "x": {"long_name": "input value"},
+}
+
+
+def describe(dataset: xr.Dataset) -> xr.Dataset:
+    """Give every variable and coordinate listed in DESCRIPTIONS its attributes (in place)."""
+    for name, attrs in DESCRIPTIONS.items():
+        if name in dataset.variables:
+            dataset[name].attrs.update(attrs)
+    return dataset
 
 
 def provenance(config: dict[str, Any], device: torch.device | str, dtype: torch.dtype,
@@ -199,4 +276,9 @@ def load(path: str | os.PathLike) -> xr.Dataset:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no result file at {path}")
-    return xr.load_dataset(path)
+    try:
+        return xr.load_dataset(path)
+    except (ValueError, OSError):
+        raise ValueError(f"{path} is not a netCDF file xarray can read (truncated, or another "
+                         f"format): give a result file written by repkernel.save or the "
+                         f"repkernel CLI") from None

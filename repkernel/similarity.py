@@ -23,6 +23,7 @@ and a study's ``[compare] metrics`` offer it from there.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -36,8 +37,6 @@ from repkernel.results import package_version
 
 Array = np.ndarray | torch.Tensor | xr.DataArray
 
-# Elements of one sign matrix in the Kendall tau-a loop (about 16 MB of float64 each).
-_KENDALL_CHUNK = 2**21
 # Elements per input in one block of matrices (128 kB of float64): a metric's several passes
 # over a block then run in cache instead of streaming the whole batch from memory each time.
 _BLOCK_ELEMENTS = 2**14
@@ -137,6 +136,15 @@ def _outputs(result: tuple, names: Sequence[str]) -> dict[str, np.ndarray] | xr.
     return dict(zip(names, result))
 
 
+def _warn_undefined(result: Any, name: str, why: str) -> None:
+    """A RuntimeWarning, pointing at the caller's caller, when a similarity came out nan."""
+    undefined = np.isnan(np.asarray(result, dtype=np.float64))
+    if undefined.any():
+        warnings.warn(f"{name} is nan for {int(undefined.sum())} of {undefined.size} "
+                      f"comparison(s), where it is undefined: {why}", RuntimeWarning,
+                      stacklevel=3)
+
+
 def _second(dim: str) -> str:
     return f"{dim}_b"
 
@@ -196,7 +204,12 @@ def _pearson(u: np.ndarray, v: np.ndarray) -> np.ndarray:
 
 
 def _squared_distances(x: np.ndarray) -> np.ndarray:
-    """(..., m, m) squared Euclidean distances between items, exactly 0 on the diagonal."""
+    """(..., m, m) squared Euclidean distances between items, exactly 0 on the diagonal.
+
+    |x_i|^2 + |x_j|^2 - 2 x_i . x_j of the items centred first: distances do not change, and
+    items far from the origin no longer lose their differences to cancellation.
+    """
+    x = _center(x)
     gram = x @ _transpose(x)
     norms = np.diagonal(gram, axis1=-2, axis2=-1)
     d2 = np.maximum(norms[..., :, None] + norms[..., None, :] - 2.0 * gram, 0.0)
@@ -278,25 +291,65 @@ def rdm(x: Array, method: str = "correlation", *, item_dim: str = "item",
     return _named(_mirror_items(result, x, item_dim), "rdm")
 
 
+def _tied_pairs(equal: np.ndarray) -> np.ndarray:
+    """(n, T - 1) True where a sorted row's entry equals the one before -> (n,) number of tied
+    pairs, sum over runs of k equal entries of k (k - 1) / 2."""
+    position = np.arange(equal.shape[-1] + 1)
+    starts = np.concatenate([np.ones_like(equal[:, :1]), ~equal], axis=-1)
+    run_start = np.maximum.accumulate(np.where(starts, position, 0), axis=-1)
+    return (position - run_start).sum(-1)
+
+
+def _inversions(ranks: np.ndarray) -> np.ndarray:
+    """#{i < j : r_i > r_j} per row of (n, T) integer ranks in [0, T), by bottom-up merge sort:
+    at width w each right half counts the larger entries of its sorted left half, with one
+    searchsorted over all blocks at once (offset so that their concatenation is sorted)."""
+    n, count = ranks.shape
+    width = 1 << (count - 1).bit_length()
+    merged = np.full((n, width), count, dtype=np.int64)  # padding, above every rank: no inversion
+    merged[:, :count] = ranks
+    total = np.zeros(n, dtype=np.int64)
+    w = 1
+    while w < width:
+        blocks = merged.reshape(-1, 2, w)
+        offset = np.arange(len(blocks))[:, None] * (count + 1)
+        left = (blocks[:, 0] + offset).ravel()
+        not_greater = np.searchsorted(left, (blocks[:, 1] + offset).ravel(), side="right")
+        greater = w - (not_greater.reshape(-1, w) - np.arange(len(blocks))[:, None] * w)
+        total += greater.reshape(n, -1).sum(-1)
+        merged = np.sort(merged.reshape(-1, 2 * w), axis=-1).reshape(n, width)
+        w *= 2
+    return total
+
+
 def _kendall_tau_a(u: np.ndarray, v: np.ndarray) -> np.ndarray:
     """tau_a = sum_{i != j} sign(u_i - u_j) sign(v_i - v_j) / (T (T - 1)) along the last axis.
 
-    All T^2 pairs, in blocks of at most _KENDALL_CHUNK sign entries to bound memory.
+    O(T log^2 T) (Knight 1966): with the entries sorted by (u, v), the discordant pairs are the
+    inversions of v, so with P = T (T - 1) / 2 pairs, of which P_u are tied in u, P_v in v and
+    P_uv in both, sum_{i<j} sign(u_i - u_j) sign(v_i - v_j) = P - P_u - P_v + P_uv - 2 inversions.
+    nan where u or v holds a nan.
     """
     shape = np.broadcast_shapes(u.shape, v.shape)
     count = shape[-1]
     u = np.broadcast_to(u, shape).reshape(-1, count)
     v = np.broadcast_to(v, shape).reshape(-1, count)
-    total = np.zeros(u.shape[0])
-    lead = max(1, min(u.shape[0], _KENDALL_CHUNK // count))
-    for start in range(0, u.shape[0], lead):
-        ub, vb = u[start:start + lead], v[start:start + lead]
-        rows = max(1, _KENDALL_CHUNK // (ub.shape[0] * count))
-        for i in range(0, count, rows):
-            su = np.sign(ub[:, i:i + rows, None] - ub[:, None, :])
-            sv = np.sign(vb[:, i:i + rows, None] - vb[:, None, :])
-            total[start:start + lead] += np.einsum("lij,lij->l", su, sv)
-    return (total / (count * (count - 1))).reshape(shape[:-1])
+    order = np.lexsort((v, u), axis=-1)
+    u, v = np.take_along_axis(u, order, -1), np.take_along_axis(v, order, -1)
+    u_equal = u[:, 1:] == u[:, :-1]
+    by_v = np.argsort(v, axis=-1, kind="stable")
+    v_sorted = np.take_along_axis(v, by_v, -1)
+    v_equal = v_sorted[:, 1:] == v_sorted[:, :-1]
+    ranks = np.empty_like(by_v)
+    np.put_along_axis(ranks, by_v, np.concatenate(
+        [np.zeros_like(by_v[:, :1]), np.cumsum(~v_equal, axis=-1)], axis=-1), axis=-1)
+    pairs = count * (count - 1) // 2
+    concordant_minus_discordant = (
+        pairs - _tied_pairs(u_equal) - _tied_pairs(v_equal)
+        + _tied_pairs(u_equal & (v[:, 1:] == v[:, :-1])) - 2 * _inversions(ranks))
+    tau = concordant_minus_discordant / pairs
+    tau[np.isnan(u).any(-1) | np.isnan(v).any(-1)] = np.nan
+    return tau.reshape(shape[:-1])
 
 
 def _rsa(a: np.ndarray, b: np.ndarray, method: str, rsm_method: str,
@@ -334,17 +387,43 @@ def rsa(a: Array, b: Array, method: str = "pearson", rsm_method: str = "pearson"
       pearson        corr(u, v)
       spearman       corr(rank(u), rank(v)), ties get their average rank
       kendall_tau_a  sum_{i<j} sign(u_i - u_j) sign(v_i - v_j) / (T (T - 1) / 2); ties count 0.
-                     Cost O(T^2) = O(m^4) per matrix pair (pairs in bounded-memory chunks):
-                     fine for a few hundred items, slow beyond.
-    Returns (...) in [-1, 1]; nan where an RSM is constant over the triangle.
+                     Cost O(T log^2 T) per matrix pair (sorting and merge-sort inversions).
+    Returns (...) in [-1, 1]; nan, with a RuntimeWarning, where an RSM is constant over the
+    triangle (e.g. every item has the same representation) or holds a nan (Pearson RSMs of
+    items with a single unit). Square, symmetric, zero-diagonal a or b without
+    ``precomputed=True`` (RDMs compared as if they were representations: a second-order RSA)
+    give a UserWarning.
     """
     _choice(method, RSA_METHODS, "rsa method")
     _choice(rsm_method, RSM_METHODS, "rsm_method")
     second = _second(item_dim) if precomputed else unit_dim
+    if not precomputed:
+        for name, x in (("a", a), ("b", b)):
+            if _looks_like_rdm(x, item_dim, unit_dim):
+                warnings.warn(f"{name} is square, symmetric and zero on the diagonal, like an "
+                              f"RDM: pass precomputed=True to compare the matrices themselves "
+                              f"(without it rsa compares the RSMs of their rows)", stacklevel=2)
     result = _apply(lambda u, v: _rsa(u, v, method, rsm_method, precomputed), [a, b],
                     [(item_dim, second)] * 2, [()], ["a", "b"],
                     exclude=() if precomputed else (unit_dim,))
+    _warn_undefined(result, "rsa", "an RSM there is constant over item pairs (e.g. all items "
+                    "alike) or not defined (a Pearson RSM of items with one unit, or with all "
+                    "units equal), or an input holds a nan")
     return _named(result, "rsa")
+
+
+def _looks_like_rdm(x: Array, item_dim: str, unit_dim: str) -> bool:
+    """Whether representations x (..., items, units) are square, symmetric, zero-diagonal."""
+    if isinstance(x, xr.DataArray):
+        if item_dim not in x.dims or unit_dim not in x.dims:
+            return False
+        x = x.transpose(..., item_dim, unit_dim).values
+    x = _numpy(x)
+    if x.ndim < 2 or x.shape[-1] != x.shape[-2] or x.shape[-1] < 2:
+        return False
+    tolerance = 1e-10 * np.abs(x).max(initial=0.0)
+    return bool(tolerance > 0 and np.all(np.abs(np.diagonal(x, axis1=-2, axis2=-1)) <= tolerance)
+                and np.allclose(x, _transpose(x), rtol=0.0, atol=tolerance))
 
 
 # -- CKA --------------------------------------------------------------------------------------
@@ -411,7 +490,8 @@ def cka_similarity(a: Array, b: Array, kind: str = "linear", debiased: bool = Fa
     (per matrix, so the bandwidth follows the scale of the data).
     HSIC: biased tr(K H L H) (Kornblith et al. 2019), in [0, 1]; ``debiased=True``: the unbiased
     estimator of Song et al. 2012 (as in Nguyen et al. 2021), needs >= 4 items, is ~0 on
-    independent data and may be slightly negative; nan where HSIC(K, K) or HSIC(L, L) <= 0.
+    independent data and may be slightly negative; nan, with a RuntimeWarning, where HSIC(K, K)
+    or HSIC(L, L) <= 0 (a representation constant over items) or an input holds a nan.
     Linear CKA is invariant to orthogonal maps and isotropic scaling of the units, and to
     translation; units of a and b may differ in number.
     """
@@ -421,6 +501,8 @@ def cka_similarity(a: Array, b: Array, kind: str = "linear", debiased: bool = Fa
                          f"{bandwidth}")
     result = _apply(lambda u, v: _cka(u, v, kind, debiased, bandwidth), [a, b],
                     [(item_dim, unit_dim)] * 2, [()], ["a", "b"], exclude=(unit_dim,))
+    _warn_undefined(result, "cka_similarity", "a representation there is constant over items "
+                    "(zero variance) or holds a nan")
     return _named(result, "cka_similarity")
 
 
@@ -655,6 +737,9 @@ def task_similarity(hidden: Array, task: Any = None, input_dim: Any = None,
     these must then be None (give per-task dims to task_similarity_summary instead).
     DataArray result: dims (..., task, task_b), coordinates task, task_b, name task_similarity.
     """
+    if isinstance(hidden, xr.Dataset):
+        raise ValueError("task_similarity takes the hidden representations, not a whole result: "
+                         "pass result.hidden (or result.hidden.sel(time=...))")
     labels = _item_labels(hidden, task, "task", item_dim, required=True)
     labels = labels.astype(np.int64)
     tasks = np.unique(labels[labels >= 0])

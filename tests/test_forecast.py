@@ -373,3 +373,19 @@ def test_modes_timescales_in_steps_for_the_summed_loss():
     m = modes(net, stage, ENV.patterns(k=1, stimuli=2), n_modes=3)
     np.testing.assert_allclose(m.timescale, 1 / (0.02 * m.eigenvalue))  # rho = eta for "sum"
     assert m.timescale.attrs["units"] == "steps"
+
+
+def test_cross_entropy_forecast_warns_when_linear_outputs_leave_the_unit_interval():
+    net = MultitaskNetwork(ENV, hidden=10, init_scale=1.0)
+    data = ENV.sample(20)
+    cur = Curriculum((Stage(data, 10, 20.0, loss="bce"),))
+    with pytest.warns(RuntimeWarning, match=r"leave \(0, 1\)"):
+        forecast(net, cur, data, checkpoints=2, readout="network")
+
+
+def test_probes_that_do_not_fit_get_one_line():
+    net = MultitaskNetwork(ENV, hidden=6)
+    cur = Curriculum.interleaved(ENV, 10, 5, 0.1)
+    wrong = rk.pattern_set(torch.randn(4, 5), torch.randn(4, 9), torch.zeros(4, 9))
+    with pytest.raises(ValueError, match="probes do not fit the network"):
+        forecast(net, cur, wrong)

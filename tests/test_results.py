@@ -53,3 +53,20 @@ def test_checkpoint_steps():
 def test_load_missing_file():
     with pytest.raises(FileNotFoundError, match="no result file"):
         rk.load("/nonexistent/r.nc")
+
+
+def test_train_and_forecast_results_explain_every_variable_after_a_round_trip(result, tmp_path):
+    env = rk.MultitaskEnvironment(2, 2)
+    net = rk.MultitaskNetwork(env, hidden=6)
+    forecast = rk.forecast(net, rk.Curriculum.interleaved(env, 20, 10, 0.1),
+                           env.patterns(k=(1, 2)), checkpoints=3)
+    for ds in (result, forecast):
+        back = rk.load(rk.save(ds, tmp_path / "r.nc"))
+        assert [name for name in back.variables if "long_name" not in back[name].attrs] == []
+        assert back.time.attrs["units"] == "steps" and back.time.dtype == np.int64
+        several = back.k.values > 1
+        assert (back.task.values[several] == -1).all() and several.any()
+        for label in ("task", "input_dim", "output_dim"):
+            assert "-1 for items with several active tasks" in back[label].attrs["description"]
+        assert "meaningful for k >= 2" in back.congruent.attrs["description"]
+    assert "readout" in forecast.readout.attrs["long_name"]

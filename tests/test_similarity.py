@@ -165,6 +165,74 @@ def test_kendall_tau_a_counts_ties_as_zero_over_all_pairs():
     assert rsa(a, b, "kendall_tau_a", precomputed=True) == pytest.approx(expected)
 
 
+def quadratic_kendall_tau_a(u, v):
+    """The O(T^2) definition repkernel used before its O(T log^2 T) sort: every pair's signs."""
+    su = np.sign(u[..., :, None] - u[..., None, :])
+    sv = np.sign(v[..., :, None] - v[..., None, :])
+    return (su * sv).sum((-2, -1)) / (u.shape[-1] * (u.shape[-1] - 1))
+
+
+def tied_pairs(x):
+    _, counts = np.unique(x, return_counts=True)
+    return (counts * (counts - 1) // 2).sum()
+
+
+@PROPERTY
+@given(seed=seeds, count=st.integers(2, 70), levels=st.sampled_from([2, 5, 1000]))
+def test_kendall_tau_a_equals_the_quadratic_definition_and_scipy(seed, count, levels):
+    rng = np.random.default_rng(seed)
+    u = rng.integers(0, levels, size=(3, count)).astype(float)  # few levels: many ties
+    v = u + rng.integers(0, levels, size=(3, count))
+    tau = similarity._kendall_tau_a(u, v)
+    np.testing.assert_allclose(tau, quadratic_kendall_tau_a(u, v), rtol=0, atol=1e-14)
+    pairs = count * (count - 1) / 2
+    for row in range(3):
+        tau_b = scipy.stats.kendalltau(u[row], v[row]).statistic  # S / sqrt((P - P_u)(P - P_v))
+        if np.isfinite(tau_b):
+            scale = np.sqrt((pairs - tied_pairs(u[row])) * (pairs - tied_pairs(v[row]))) / pairs
+            assert tau[row] == pytest.approx(tau_b * scale, abs=1e-12)
+
+
+def test_kendall_tau_a_broadcasts_and_gives_nan_for_nan_entries():
+    u, v = random(0, 4, 1, 30), random(1, 5, 30)
+    np.testing.assert_allclose(similarity._kendall_tau_a(u, v), quadratic_kendall_tau_a(
+        *np.broadcast_arrays(u, v)), rtol=0, atol=1e-14)
+    v[2, 7] = np.nan
+    tau = similarity._kendall_tau_a(u, v)
+    assert np.isnan(tau[:, 2]).all() and np.isfinite(np.delete(tau, 2, axis=1)).all()
+
+
+def test_euclidean_distances_are_exact_far_from_the_origin():
+    x = 1e4 + 0.01 * random(0, 12, 5)  # the |x|^2 + |y|^2 - 2 x.y form loses 4e-4 here
+    exact = scipy.spatial.distance.cdist(x, x)
+    np.testing.assert_allclose(rdm(x, "euclidean"), exact, rtol=1e-9)
+    labels = np.arange(12) % 3
+    assert silhouette(x, labels) == pytest.approx(
+        sklearn.metrics.silhouette_score(exact, labels, metric="precomputed"), abs=1e-9)
+
+
+def test_rsa_warns_when_given_rdms_without_precomputed():
+    x, y = random(0, 8, 4), random(1, 8, 6)
+    with pytest.warns(UserWarning, match="precomputed=True"):
+        rsa(rdm(x), y)
+    with pytest.warns(UserWarning, match="b is square, symmetric"):
+        rsa(xr.DataArray(x, dims=("item", "unit")),
+            xr.DataArray(rdm(y, "euclidean"), dims=("item", "unit")))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        rsa(rdm(x), rdm(y), precomputed=True)
+        rsa(x, random(2, 8, 8))  # square representations that are no RDM
+
+
+@pytest.mark.parametrize("metric", [rsa, cka_similarity])
+def test_rsa_and_cka_warn_when_a_constant_representation_makes_them_nan(metric):
+    a, b = random(0, 3, 10, 4), random(1, 3, 10, 5)
+    a[1] = 2.0  # every item alike at one of three checkpoints
+    with pytest.warns(RuntimeWarning, match="nan for 1 of 3 comparison.*constant over"):
+        result = metric(a, b)
+    assert np.isnan(result[1]) and np.isfinite(result[[0, 2]]).all()
+
+
 def test_linear_cka_matches_the_feature_space_formula():
     a, b = random(3, 15, 4), random(4, 15, 7)
     ac, bc = a - a.mean(0), b - b.mean(0)

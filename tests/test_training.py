@@ -1,3 +1,5 @@
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -86,12 +88,35 @@ def test_multi_stage_curriculum_stage_coordinate():
     assert set(ds.k.values) == {1, 2}
 
 
-def test_divergence_names_stage_step_and_rate():
+def test_divergence_names_stage_step_rate_and_the_stability_bound():
     net = rk.DeepLinear([2, 3, 1], init_scale=1.0)
     data = rk.pattern_set(torch.randn(8, 2), torch.randn(8, 1))
     cur = Curriculum((Stage(data, 200, 50.0, name="warmup"),))
-    with pytest.raises(rk.DivergenceError, match=r"stage 0 \(warmup\) at step \d+ .*rate 50.0"):
+    with pytest.raises(rk.DivergenceError, match=r"stage 0 \(warmup\): the loss became "
+                       r"(inf|nan) at step \d+ with learning rate 50; lower it below the "
+                       r"stability bound") as raised:
         rk.train(net, cur, data, checkpoints=5)
+    # the bound of full-batch gradient descent on the mean loss: 2 n / lam_max(J J^T), J the
+    # Jacobian of the 8 outputs by explicit autograd at the initial weights
+    theta = net.flat_parameters().clone()
+
+    def outputs(flat):
+        first, second = flat[:6].reshape(3, 2), flat[6:].reshape(1, 3)
+        return (data.x @ first.T @ second.T).reshape(-1)
+
+    jac = torch.autograd.functional.jacobian(outputs, theta)
+    bound = 2 * 8 / torch.linalg.eigvalsh(jac @ jac.T).max().item()
+    stated = float(re.search(r"stability bound ([\d.e+-]+)", str(raised.value)).group(1))
+    assert stated == pytest.approx(bound, rel=1e-3)
+
+
+def test_a_loss_that_doubles_is_divergence_even_when_it_stays_finite():
+    env = MultitaskEnvironment(3, 3)
+    net = MultitaskNetwork(env, hidden=20, init_scale=0.1)  # sigmoid outputs: the loss is bounded
+    cur = Curriculum.interleaved(env, 40, 40, 1e6, reduction="sum")
+    with pytest.raises(rk.DivergenceError, match=r"its loss rose from ([\d.]+) to ([\d.]+) by "
+                                                 r"step \d+ with learning rate 1e\+06"):
+        rk.train(net, cur, env.patterns(k=1, stimuli=3), checkpoints=3)
 
 
 def test_several_hidden_layers_get_a_layer_dim():
