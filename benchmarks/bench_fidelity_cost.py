@@ -77,9 +77,11 @@ def correlations(forecast: xr.Dataset, actual: xr.Dataset, readout: str) -> np.n
 
 
 def summary(r: np.ndarray, actual: xr.Dataset, curriculum) -> list[float]:
-    """r at the end of each stage and at the progress levels of the first stage."""
+    """r at the end of stages 1 and 2 (NaN without one) and at the progress levels of the first
+    stage."""
     steps = actual.time.values
-    ends = [float(r[np.searchsorted(steps, end)]) for end in curriculum.boundaries[1:]]
+    ends = [float(r[np.searchsorted(steps, end)]) for end in curriculum.boundaries[1:3]]
+    ends += [np.nan] * (2 - len(ends))
     first = steps <= curriculum.boundaries[1]
     loss = actual.loss.values[first]
     progress = (loss[0] - loss) / (loss[0] - loss.min())
@@ -94,6 +96,8 @@ def main() -> None:
     parser.add_argument("--c-steps", type=int, default=10000, help="steps per phase of C")
     parser.add_argument("--f-steps", type=int, default=3000, help="steps of the fidelity net")
     parser.add_argument("--only", choices=["C", "fidelity"], default=None)
+    parser.add_argument("--relinearize", type=int, nargs="*", default=RELINEARIZE)
+    parser.add_argument("--tolerances", type=float, nargs="*", default=TOLERANCES)
     parser.add_argument("--out", type=Path, default=Path("reports/fidelity_cost"))
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -102,7 +106,7 @@ def main() -> None:
     setups = [("C", s, lambda s=s: c_setup(s, c_steps)) for s in (0.1, 1.0)]
     setups += [("fidelity", s, lambda s=s: fidelity_setup(s, f_steps)) for s in (0.01, 0.1, 1.0)]
     setups = [entry for entry in setups if args.only in (None, entry[0])]
-    methods = [str(r) for r in RELINEARIZE] + [f"auto {t:g}" for t in TOLERANCES]
+    methods = [str(r) for r in args.relinearize] + [f"auto {t:g}" for t in args.tolerances]
     columns = ["r_end_1", "r_end_2", "r@10", "r@50", "r@90"]
     shape = (len(setups), len(methods), 2, len(columns))
     scores = np.full(shape, np.nan)

@@ -2,13 +2,6 @@
 initial weights and curriculum (pseudo-kernels and linearized dynamics), and check the forecast
 against the trained network."""
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("repkernel")
-except PackageNotFoundError:  # running from a source tree that is not installed
-    __version__ = "0.0.0+unknown"
-
 from repkernel.cpu_threads import threads, threads_for
 from repkernel.curriculum import Curriculum, Stage
 from repkernel.eigen import components_by, components_by_input_feature, kernel_groups
@@ -64,6 +57,7 @@ from repkernel.similarity import (
     task_similarity_summary,
 )
 from repkernel.training import DivergenceError, train
+from repkernel.version import __version__
 from repkernel.wide import WideMLP, infinite_width_kernels
 
 __all__ = [

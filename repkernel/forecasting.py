@@ -652,7 +652,6 @@ class _Run:
         self.segments: list[tuple[int, int, float, int]] = []
         self.jacobian_evaluations, self.rejected = 0, 0
         self.start = 0  # global step of the current stage's start
-        self.proposal: int | None = None  # the adaptive controller's next segment length
 
     def _linearize(self, theta: torch.Tensor, data: _StageData) -> _Linearization:
         self.jacobian_evaluations += 1
@@ -697,7 +696,7 @@ class _Run:
     def adaptive_stage(self, data: _StageData, tolerance: float) -> None:
         """Segments of the stage whose error stays under ``tolerance`` (module docstring)."""
         stage, done, lo = data.stage, 0, self.start
-        length = self.proposal or max(1, stage.steps // 32)
+        length = 1  # a new stage starts fast (new residuals): grow from one step
         if stage.steps == 0:
             lin = self._linearize(self.theta, data)
             self._advance(lin, _segment(lin, self.theta, self._local(lo, lo)[1], self.time,
@@ -723,7 +722,6 @@ class _Run:
             grown = max(1, int(trial * factor))
             length = max(length, grown) if trial == remaining and error <= tolerance else grown
             done += trial
-        self.proposal = length
         self.start += stage.steps
 
 

@@ -29,11 +29,10 @@ import torch
 import xarray as xr
 
 from repkernel.patterns import PatternSet
+from repkernel.version import __version__
 
 
 def package_version() -> str:
-    from repkernel import __version__
-
     return __version__
 
 
