@@ -209,7 +209,7 @@ def main() -> None:
     parser.add_argument("--n-scales", type=int, default=6)
     parser.add_argument("--relinearize", type=segments, nargs="+", default=(1, 4, 16, "auto"),
                         help="segments per stage, or auto")
-    parser.add_argument("--tolerance", type=float, default=0.3, help="for relinearize auto")
+    parser.add_argument("--tolerance", type=float, default=0.5, help="for relinearize auto")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)

@@ -27,8 +27,9 @@ import xarray as xr
 import repkernel as rk
 
 SINGULAR_VALUES = (90.0, 24.0, 7.0, 1.0)
-FORECASTS = [("frozen", 1), ("R=16", 16), ("R=64", 64), ("auto 0.3", "auto 0.3"),
-             ("auto 0.1", "auto 0.1"), ("auto 0.03", "auto 0.03")]
+FORECASTS = [("frozen", 1), ("R=16", 16), ("R=64", 64), ("auto 0.5", "auto 0.5"),
+             ("auto 0.3", "auto 0.3"),
+             ("auto 0.1", "auto 0.1")]
 
 
 def mode_strengths(weights: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:

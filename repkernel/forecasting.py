@@ -543,7 +543,7 @@ def forecast(
     time: str = "discrete",
     readout: str | Sequence[str] = READOUTS,
     relinearize: int | str = 1,
-    tolerance: float = 0.3,
+    tolerance: float = 0.5,
     record_weights: bool = True,
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
@@ -597,7 +597,7 @@ def forecast(
             and tolerance > 0):
         raise ValueError(f"tolerance must be a positive finite number (the largest relative "
                          f"deviation of the network from its linear model per segment, e.g. "
-                         f"0.3), got {tolerance!r}")
+                         f"0.5), got {tolerance!r}")
     net = placed(network, device, dtype)
     if net.n_parameters == 0:
         raise ValueError("the network has no trainable weights: call set_trainable first")
