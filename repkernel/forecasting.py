@@ -134,9 +134,9 @@ def _check_stable(stage: Stage, index: int, rho: float, lam_max: float) -> None:
 
 
 class _Spectral:
-    """Functions of a PSD operator M applied to one start vector v (N,), on a space holding v:
+    """c_k(M) v for a PSD operator M and one start vector v (N,), on a space holding v:
     M ~ B diag(lam) B^T with orthonormal B (N, r) and z = B^T v (r,), so
-        c_k(M) v = B diag(c_k(lam)) z,   decay_k(M) v = B diag(decay_k(lam)) z."""
+    c_k(M) v = B diag(c_k(lam)) z."""
 
     def __init__(self, basis: torch.Tensor, lam: torch.Tensor, z: torch.Tensor, rho: float,
                  time: str) -> None:
@@ -145,11 +145,6 @@ class _Spectral:
     def coefficients(self, k: torch.Tensor) -> torch.Tensor:
         """c_k(M) v, (N, m)."""
         return self.basis @ (_coefficients(self.lam, self.rho, k, self.time) * self.z[:, None])
-
-    def decay(self, k: torch.Tensor) -> torch.Tensor:
-        """decay_k(M) v, (N, m)."""
-        step = _decay_minus_one(self.lam.clamp_min(0)[:, None], self.rho, k, self.time)
-        return self.basis @ ((1 + step) * self.z[:, None])
 
 
 def _dense_spectral(matrix: torch.Tensor, start: torch.Tensor, rho: float, time: str,
