@@ -365,6 +365,19 @@ def test_cli_writes_a_forecast_that_concatenates_with_training(tmp_path):
         capture_output=True, text=True, timeout=300)
     assert unstable.returncode == 1 and "stability bound" in unstable.stderr
     assert "Traceback" not in unstable.stderr and not (tmp_path / "x.nc").exists()
+    adaptive = subprocess.run(
+        [sys.executable, "-m", "repkernel_cli", "forecast", "--steps", "30", "--checkpoints", "4",
+         "--hidden", "10", "--n-train", "20", "--relinearize", "auto", "--tolerance", "0.2",
+         "--out", str(tmp_path / "auto.nc")],
+        capture_output=True, text=True, timeout=300)
+    assert adaptive.returncode == 0, adaptive.stderr
+    with xr.open_dataset(tmp_path / "auto.nc") as ds:
+        assert int(ds.segment_steps.sum()) == 30 and ds.attrs["jacobian_evaluations"] >= 1
+    wrong = subprocess.run(
+        [sys.executable, "-m", "repkernel_cli", "forecast", "--relinearize", "many", "--out",
+         str(tmp_path / "y.nc")], capture_output=True, text=True, timeout=300)
+    assert wrong.returncode == 1 and "--relinearize must be" in wrong.stderr
+    assert "Traceback" not in wrong.stderr and not (tmp_path / "y.nc").exists()
 
 
 def test_modes_timescales_in_steps_for_the_summed_loss():
