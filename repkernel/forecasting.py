@@ -655,7 +655,8 @@ class _Run:
     def _local(self, lo: int, hi: int) -> tuple[np.ndarray, torch.Tensor]:
         """Checkpoints in the global steps (lo, hi] (step 0 included in the first segment) and
         their local steps with the segment length hi - lo appended, (m + 1,)."""
-        wanted = self.steps[((self.steps > lo) | (lo == 0)) & (self.steps <= hi)
+        first = not self.segments  # step 0 belongs to the very first segment only
+        wanted = self.steps[((self.steps > lo) | first) & (self.steps <= hi)
                             & (self.steps >= lo)]
         local = torch.as_tensor(np.append(wanted - lo, hi - lo), dtype=self.theta.dtype,
                                 device=self.theta.device)

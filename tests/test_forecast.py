@@ -402,3 +402,15 @@ def test_probes_that_do_not_fit_get_one_line():
     wrong = rk.pattern_set(torch.randn(4, 5), torch.randn(4, 9), torch.zeros(4, 9))
     with pytest.raises(ValueError, match="probes do not fit the network"):
         forecast(net, cur, wrong)
+
+
+@pytest.mark.parametrize("relinearize", [1, 3, "auto"])
+def test_a_stage_without_steps_records_step_zero_once(relinearize):
+    net = MultitaskNetwork(ENV, hidden=10)
+    cur = Curriculum((Stage(ENV.sample(20), 0, 0.1), Stage(ENV.sample(20, seed=2), 10, 0.1)))
+    probes = ENV.sample(10, seed=3)
+    actual = rk.train(net, cur, probes, checkpoints=4)
+    fc = forecast(net, cur, probes, checkpoints=4, relinearize=relinearize)
+    assert fc.time.values.tolist() == actual.time.values.tolist() == [0, 3, 7, 10]
+    assert int(fc.segment_steps.sum()) == 10
+    np.testing.assert_allclose(fc.hidden.isel(time=0, readout=1), actual.hidden.isel(time=0))
