@@ -344,16 +344,17 @@ def network_function(network: RepresentationNetwork):
     return fn, network.flat_parameters()
 
 
-def _generic_jacobians(net, x, c) -> Jacobians:
+def _generic_jacobians(net, x, c, hidden: bool = True) -> Jacobians:
+    """Per-pattern Jacobians by torch.func; J_h only when ``hidden`` (it holds n H P numbers)."""
     fn, theta = network_function(net)
 
     def single(theta, xi, ci):
-        hidden, output = fn(theta, xi[None], None if ci is None else ci[None])
-        return tuple(h[0] for h in hidden), output[0]
+        layers, output = fn(theta, xi[None], None if ci is None else ci[None])
+        return (tuple(h[0] for h in layers) if hidden else ()), output[0]
 
     in_dims = (None, 0, None if c is None else 0)
-    hidden, output = vmap(jacrev(single), in_dims=in_dims)(theta, x, c)
-    return Jacobians(output=output, hidden=tuple(hidden))
+    layers, output = vmap(jacrev(single), in_dims=in_dims)(theta, x, c)
+    return Jacobians(output=output, hidden=tuple(layers))
 
 
 def _generic_transpose(net, x, c, a):
@@ -409,8 +410,7 @@ def jacobians(network: RepresentationNetwork, patterns: PatternSet, device=None,
     ``hidden=False`` skips J_h (n H P numbers) and returns an empty ``hidden`` tuple."""
     net, (x, c, _) = _place(network, patterns, device, dtype)
     if _resolve_method(net, method) == "generic":
-        jac = _generic_jacobians(net, x, c)
-        return jac if hidden else Jacobians(output=jac.output, hidden=())
+        return _generic_jacobians(net, x, c, hidden)
     layers = _layers(net, x, c)
     last = len(layers) - 1
     return Jacobians(output=_structured_jacobian(net, layers, last),
@@ -427,8 +427,8 @@ def ntk_matrix(network: RepresentationNetwork, patterns_a: PatternSet,
     same = patterns_b is None
     xb, cb = (xa, ca) if same else _patterns_on(net, patterns_b, "second")[:2]
     if _resolve_method(net, method) == "generic":
-        ja = _generic_jacobians(net, xa, ca).output
-        jb = ja if same else _generic_jacobians(net, xb, cb).output
+        ja = _generic_jacobians(net, xa, ca, hidden=False).output
+        jb = ja if same else _generic_jacobians(net, xb, cb, hidden=False).output
         return torch.einsum("iop,jqp->iojq", ja, jb)
     la = _layers(net, xa, ca)
     lb = la if same else _layers(net, xb, cb)
@@ -443,7 +443,7 @@ def pseudo_kernel_matrix(network: RepresentationNetwork, probes: PatternSet, tra
     xt, ct, _ = _patterns_on(net, train, "training")
     if _resolve_method(net, method) == "generic":
         jp = _generic_jacobians(net, xp, cp)
-        jt = _generic_jacobians(net, xt, ct).output
+        jt = _generic_jacobians(net, xt, ct, hidden=False).output
         return tuple(torch.einsum("iup,jqp->iujq", jh, jt) for jh in jp.hidden)
     lp, lt = _layers(net, xp, cp), _layers(net, xt, ct)
     return tuple(_structured_kernel(lp, lt, t) for t in range(len(lp) - 1))

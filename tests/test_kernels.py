@@ -523,3 +523,14 @@ def test_jacobian_operator_on_deep_mlps_with_frozen_groups():
         torch.testing.assert_close(h, torch.einsum("iup,pm->ium", j, d))
     a = torch.randn(17, 2, 3, dtype=torch.float64)
     torch.testing.assert_close(operator.transpose(a), torch.einsum("iop,iom->pm", jac.output, a))
+
+
+def test_generic_path_builds_hidden_jacobians_only_when_asked():
+    net = rk.MLP([3, 6, 2], activation="tanh")
+    patterns = rk.pattern_set(torch.randn(5, 3), torch.randn(5, 2))
+    only_output = rk.jacobians(net, patterns, method="generic", hidden=False)
+    both = rk.jacobians(net, patterns, method="generic")
+    assert only_output.hidden == () and len(both.hidden) == 1
+    torch.testing.assert_close(only_output.output, both.output)
+    torch.testing.assert_close(rk.ntk_matrix(net, patterns, method="generic"),
+                               rk.ntk_matrix(net, patterns, method="structured"))
