@@ -26,7 +26,7 @@ from repkernel.kernels import ntk_matrix, pseudo_kernel_matrix
 from repkernel.networks import RepresentationNetwork
 from repkernel.patterns import PatternSet
 from repkernel.posterior import learned_coefficients, posterior
-from repkernel.results import provenance
+from repkernel.results import provenance, stack_runs
 from repkernel.wide import WideMLP, wide_ntk_matrix, wide_pseudo_kernel_matrix
 
 SEED = "seed"
@@ -49,10 +49,7 @@ def ensemble(run: Callable[[int], xr.Dataset], seeds: Sequence[int]) -> xr.Datas
         if not isinstance(result, (xr.Dataset, xr.DataArray)):
             raise ValueError(f"run({seed}) returned {type(result).__name__}: it must return an "
                              f"xarray Dataset or DataArray")
-    stacked = xr.concat(runs, dim=xr.DataArray(seeds, dims=SEED, name=SEED),
-                        combine_attrs="override", coords="minimal", compat="override")
-    stacked.attrs = {**runs[0].attrs, "seeds": ",".join(map(str, seeds))}
-    return stacked
+    return stack_runs(runs, seeds, SEED)
 
 
 def _check_dim(data, dim: str) -> None:

@@ -113,6 +113,16 @@ def representation_dataset(
     )
 
 
+def stack_runs(runs: Sequence[xr.Dataset], seeds: Sequence[int], dim: str = "seed"
+               ) -> xr.Dataset:
+    """Results of one run per seed stacked on a new ``dim`` (coords = the seeds); the first
+    run's attributes, with ``seeds`` added."""
+    stacked = xr.concat(runs, dim=xr.DataArray(list(seeds), dims=dim, name=dim),
+                        combine_attrs="override", coords="minimal", compat="override")
+    stacked.attrs = {**runs[0].attrs, "seeds": ",".join(map(str, seeds))}
+    return stacked
+
+
 def finish_run(ds: xr.Dataset, network, curriculum, probes: PatternSet, steps: np.ndarray,
                weights: torch.Tensor | None, source: str, device: torch.device | str,
                dtype: torch.dtype, **extra_config: Any) -> xr.Dataset:

@@ -150,3 +150,52 @@ def test_bad_checkpoints(setup):
     _, net, curriculum, probes = setup
     with pytest.raises(ValueError, match="checkpoint"):
         rk.train(net, curriculum, probes, checkpoints=[0, 10_000])
+
+
+# -- several networks side by side (one per seed) ----------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["multitask", "deep_mlp_minibatch"])
+def test_networks_trained_side_by_side_equal_training_them_one_by_one(kind):
+    """The vectorized ensemble (vmap over stacked weights, loss summed over networks) against
+    the plain trainer run once per network: equal up to round-off in every variable."""
+    if kind == "multitask":
+        env = MultitaskEnvironment(3, 3)
+        nets = [MultitaskNetwork(env, hidden=16, init_scale=1.0, seed=s) for s in (3, 5, 8)]
+        curriculum = Curriculum.single_then_concurrent(env, 60, steps=(15, 15), lr=0.05,
+                                                       reduction="sum")
+        probes = env.patterns(k=(1, 2), stimuli=3)
+    else:
+        nets = [rk.MLP([3, 6, 5, 2], activation="tanh", seed=s) for s in (3, 5, 8)]
+        data = rk.pattern_set(torch.randn(24, 3, generator=torch.Generator().manual_seed(0)),
+                              torch.randn(24, 2, generator=torch.Generator().manual_seed(1)))
+        curriculum = Curriculum((Stage(data, 12, 0.1, batch=8, seed=4),
+                                 Stage(data[:12], 6, 0.2)))
+        probes = data
+    together = rk.train(nets, curriculum, probes, checkpoints=4)
+    assert together.seed.values.tolist() == [3, 5, 8]
+    assert together.hidden.dims[:2] == (("seed", "layer") if kind != "multitask"
+                                        else ("seed", "time"))
+    for seed, net in zip((3, 5, 8), nets):
+        alone = rk.train(net, curriculum, probes, checkpoints=4)
+        assert rk.config_of(together.sel(seed=seed)) != {} and alone.attrs["source"] == "actual"
+        for name in ("hidden", "output", "weights", "loss", "probe_loss", "batch_loss"):
+            xr.testing.assert_allclose(together[name].sel(seed=seed, drop=True), alone[name],
+                                       rtol=0, atol=1e-12)
+    assert not torch.equal(nets[0].flat_parameters(), nets[1].flat_parameters())
+
+
+def test_side_by_side_training_refuses_mixed_architectures_and_names_a_diverging_network():
+    env = MultitaskEnvironment(3, 3)
+    probes = env.patterns(k=1, stimuli=2)
+    curriculum = Curriculum.interleaved(env, 20, 4, 0.1)
+    with pytest.raises(ValueError, match="differ in architecture"):
+        rk.train([MultitaskNetwork(env, hidden=8), MultitaskNetwork(env, hidden=9)],
+                 curriculum, probes)
+    with pytest.raises(ValueError, match="at least one network"):
+        rk.train([], curriculum, probes)
+    data = rk.pattern_set(torch.randn(8, 2), torch.randn(8, 1))
+    tame, wild = rk.DeepLinear([2, 3, 1], init_scale=0.01), rk.DeepLinear([2, 3, 1],
+                                                                            init_scale=3.0)
+    with pytest.raises(rk.DivergenceError, match="training of network 1 diverged"):
+        rk.train([tame, wild], Curriculum((Stage(data, 200, 2.0),)), data, checkpoints=5)
