@@ -16,7 +16,9 @@ Seeds are streamed (one network in memory at a time; kernels accumulated with We
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -26,7 +28,7 @@ from repkernel.kernels import ntk_matrix, pseudo_kernel_matrix
 from repkernel.networks import RepresentationNetwork
 from repkernel.patterns import PatternSet
 from repkernel.posterior import learned_coefficients, posterior
-from repkernel.results import provenance, stack_runs
+from repkernel.results import provenance, save, stack_runs
 from repkernel.wide import WideMLP, wide_ntk_matrix, wide_pseudo_kernel_matrix
 
 SEED = "seed"
@@ -39,17 +41,44 @@ def _seeds(seeds) -> list[int]:
     return seeds
 
 
-def ensemble(run: Callable[[int], xr.Dataset], seeds: Sequence[int]) -> xr.Dataset:
+def ensemble(run: Callable[[int], xr.Dataset], seeds: Sequence[int],
+             store: str | os.PathLike | None = None) -> xr.Dataset:
     """run(seed) for every seed, stacked on a new ``seed`` dim (coords = the seeds); e.g.
     ``ensemble(lambda s: rk.forecast(make_net(s), curriculum, probes), range(10))``. Runs one
-    seed at a time; attrs of the first run are kept, with ``seeds`` added."""
+    seed at a time; attrs of the first run are kept, with ``seeds`` added. (To train networks
+    of one architecture side by side, vectorized, pass them as a list to repkernel.train.)
+
+    ``store``: a folder; each seed's result (a Dataset) is written there as seed_<s>.nc
+    (atomically, replacing a file of that name) and released, and the returned Dataset reads
+    the files lazily (dask) in chunks of one checkpoint (``time``) with every seed, so memory
+    holds one run while running and one chunk while summarizing, however many seeds.
+    """
     seeds = _seeds(seeds)
-    runs = [run(seed) for seed in seeds]
-    for seed, result in zip(seeds, runs):
-        if not isinstance(result, (xr.Dataset, xr.DataArray)):
-            raise ValueError(f"run({seed}) returned {type(result).__name__}: it must return an "
-                             f"xarray Dataset or DataArray")
-    return stack_runs(runs, seeds, SEED)
+    if store is None:
+        return stack_runs([_checked(run(seed), seed) for seed in seeds], seeds, SEED)
+    paths = []
+    for seed in seeds:
+        result = _checked(run(seed), seed)
+        if not isinstance(result, xr.Dataset):
+            raise ValueError(f"run({seed}) returned a DataArray: a stored ensemble needs "
+                             f"Datasets (use .to_dataset(name=...))")
+        paths.append(save(result, Path(store) / f"seed_{seed}.nc"))
+        del result
+    first = xr.open_dataset(paths[0])
+    chunks = {"time": 1} if "time" in first.dims else {}
+    first.close()
+    stacked = xr.open_mfdataset(paths, combine="nested", concat_dim=SEED, chunks=chunks,
+                                combine_attrs="override", coords="minimal", compat="override")
+    stacked = stacked.assign_coords({SEED: seeds}).chunk({SEED: -1})
+    stacked.attrs["seeds"] = ",".join(map(str, seeds))
+    return stacked
+
+
+def _checked(result, seed: int):
+    if not isinstance(result, (xr.Dataset, xr.DataArray)):
+        raise ValueError(f"run({seed}) returned {type(result).__name__}: it must return an "
+                         f"xarray Dataset or DataArray")
+    return result
 
 
 def _check_dim(data, dim: str) -> None:

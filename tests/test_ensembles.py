@@ -77,6 +77,28 @@ def test_ensemble_stacks_runs_on_a_seed_dim_and_summarizes():
     assert "config" in summary.attrs
 
 
+def test_a_stored_ensemble_streams_from_disk_and_equals_the_one_in_memory(tmp_path):
+    patterns = _data()
+    curriculum = rk.Curriculum([rk.Stage(patterns, steps=6, lr=0.1)])
+
+    def run(seed):
+        return rk.train(rk.MLP([3, 4, 2], seed=seed), curriculum, patterns, checkpoints=4)
+
+    in_memory = rk.ensemble(run, [0, 1, 2])
+    stored = rk.ensemble(run, [0, 1, 2], store=tmp_path / "runs")
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == [
+        "seed_0.nc", "seed_1.nc", "seed_2.nc"]
+    hidden = stored.hidden.data  # lazy: one chunk per checkpoint, every seed in it
+    assert hidden.chunks[0] == (3,) and set(hidden.chunks[1]) == {1}
+    xr.testing.assert_allclose(stored.hidden.load(), in_memory.hidden)
+    summary = rk.summarize(stored)
+    np.testing.assert_allclose(summary.output_std.values, in_memory.output.values.std(0, ddof=1))
+    forecast = stored.hidden.isel(unit=0)
+    bands = rk.calibration(forecast, in_memory.hidden.isel(unit=0), over="item")
+    assert np.isfinite(bands.coverage.values).all()
+    assert stored.attrs["seeds"] == "0,1,2"
+
+
 def test_calibration_of_a_matching_and_a_shifted_forecast():
     rng = np.random.default_rng(0)
     dims = ("seed", "time", "item")
