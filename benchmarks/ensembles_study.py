@@ -3,7 +3,7 @@ cannot express (calibration across seeds, the Monte-Carlo-kernel forecast, the w
 
 Part "calibration": REFERENCE.md C (4 x 3 features in, 3 x 3 out, 200 sigmoid hidden, biases -2,
 summed squared error, gradient flow forecast) at init 0.1 and 1.0, S seeds; per seed train and
-forecast (frozen kernel, or --relinearize R segments per stage; network readout) on single-task
+forecast (frozen kernel, --relinearize R segments per stage or auto; network readout) on single-task
 probes. Summaries over seeds:
 shared-input task similarity and incongruent k = 2 accuracy over training; calibration = the
 fraction of actual per-seed values inside the forecast ensemble's central 90 % band, and the
@@ -91,7 +91,8 @@ def part_calibration(args, out: Path) -> xr.Dataset:
         forecast = rk.ensemble(lambda s, c=curriculum: rk.forecast(network(s), c, probes,
                                                      checkpoints=args.checkpoints,
                                                      time="continuous", readout="network",
-                                                     relinearize=args.relinearize),
+                                                     relinearize=args.relinearize,
+                                                     tolerance=args.tolerance),
                                args.seeds)
         elapsed = time.perf_counter() - start
         sim_a = similarity_over_seeds(actual, None)
@@ -226,6 +227,11 @@ def part_wide(args, out: Path) -> xr.Dataset:
                       attrs={"slope_per_seed": slope, "slope_seed_mean": slope_mean})
 
 
+def relinearize(text: str) -> int | str:
+    """--relinearize: a number of equal segments per stage, or "auto"."""
+    return text if text == "auto" else int(text)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
@@ -238,7 +244,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2500)
     parser.add_argument("--lr", type=float, default=0.01)
     parser.add_argument("--checkpoints", type=int, default=21)
-    parser.add_argument("--relinearize", type=int, default=1,
+    parser.add_argument("--tolerance", type=float, default=0.5,
+                        help="error tolerance of --relinearize auto")
+    parser.add_argument("--relinearize", type=relinearize, default=1,
                         help="forecast segments per stage (part calibration)")
     parser.add_argument("--probe-stimuli", type=int, default=27)
     parser.add_argument("--eval-stimuli", type=int, default=27)

@@ -80,7 +80,14 @@ from repkernel.kernels import (
 from repkernel.losses import loss_gradient, pattern_loss
 from repkernel.networks import RepresentationNetwork, check_run, placed, represent_at
 from repkernel.patterns import PatternSet
-from repkernel.results import checkpoint_steps, describe, finish_run, representation_dataset
+from repkernel.results import (
+    checkpoint_steps,
+    describe,
+    finish_run,
+    representation_dataset,
+    seed_labels,
+    stack_runs,
+)
 
 READOUTS = ("linear", "network")
 TIMES = ("discrete", "continuous")
@@ -531,7 +538,7 @@ class _Record:
 
 
 def forecast(
-    network: RepresentationNetwork,
+    network: RepresentationNetwork | Sequence[RepresentationNetwork],
     curriculum: Curriculum,
     probes: PatternSet,
     checkpoints: int | Sequence[int] = 101,
@@ -573,9 +580,18 @@ def forecast(
     checkpoints: a count spread over the curriculum or explicit steps (results.checkpoint_steps).
     Tensors follow ``device``/``dtype`` (default: the network's); the caller's network is not
     modified. ``progress(steps_done)`` is called after each segment.
+    ``network`` may be a list of networks (e.g. one per seed): one forecast each, stacked on a
+    leading ``seed`` dim as in repkernel.train.
     Raises ValueError for bad arguments, and when a discrete MSE stage's rate is above the
     stability bound 2n / lam_max of its linearized dynamics (the message states both).
     """
+    if isinstance(network, Sequence):
+        if not network:
+            raise ValueError("forecast needs at least one network, got an empty list")
+        return stack_runs([forecast(net, curriculum, probes, checkpoints, time, readout,
+                                    relinearize, tolerance, record_weights, device, dtype,
+                                    progress, factorization, threads) for net in network],
+                          seed_labels(network))
     readouts = (readout,) if isinstance(readout, str) else tuple(readout)
     if not readouts or any(r not in READOUTS for r in readouts):
         raise ValueError(f"readout must be drawn from {READOUTS}, got {readout!r}")

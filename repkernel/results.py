@@ -113,6 +113,15 @@ def representation_dataset(
     )
 
 
+def seed_labels(networks: Sequence) -> list[int]:
+    """The ``seed`` coordinate of runs of several networks: each network's config["seed"], or
+    0..S-1 when those are missing or repeat."""
+    seeds = [net.config.get("seed") for net in networks]
+    if len(set(map(str, seeds))) != len(seeds) or not all(isinstance(s, int) for s in seeds):
+        return list(range(len(seeds)))
+    return seeds
+
+
 def stack_runs(runs: Sequence[xr.Dataset], seeds: Sequence[int], dim: str = "seed"
                ) -> xr.Dataset:
     """Results of one run per seed stacked on a new ``dim`` (coords = the seeds); the first

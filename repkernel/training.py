@@ -21,7 +21,13 @@ from repkernel.kernels import ntk_matrix
 from repkernel.losses import batch_loss, pattern_loss
 from repkernel.networks import RepresentationNetwork, check_run, placed
 from repkernel.patterns import PatternSet
-from repkernel.results import checkpoint_steps, finish_run, representation_dataset, stack_runs
+from repkernel.results import (
+    checkpoint_steps,
+    finish_run,
+    representation_dataset,
+    seed_labels,
+    stack_runs,
+)
 
 # A stage's loss (mean per pattern on its patterns) above this factor times its value at the
 # stage's start, at a checkpoint or the stage's end, counts as divergence; so does a non-finite
@@ -86,10 +92,7 @@ def train(
         runs = _train(nets, curriculum, probes, checkpoints, record_weights, progress)
     if not several:
         return runs[0]
-    seeds = [net.config.get("seed") for net in nets.networks]
-    if len(set(map(str, seeds))) != len(seeds) or not all(isinstance(s, int) for s in seeds):
-        seeds = list(range(len(seeds)))
-    return stack_runs(runs, seeds)
+    return stack_runs(runs, seed_labels(nets.networks))
 
 
 class _Networks:

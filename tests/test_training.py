@@ -183,6 +183,10 @@ def test_networks_trained_side_by_side_equal_training_them_one_by_one(kind):
             xr.testing.assert_allclose(together[name].sel(seed=seed, drop=True), alone[name],
                                        rtol=0, atol=1e-12)
     assert not torch.equal(nets[0].flat_parameters(), nets[1].flat_parameters())
+    forecasts = rk.forecast(nets[:2], curriculum, probes, checkpoints=4, readout="linear")
+    xr.testing.assert_identical(forecasts.sel(seed=5, drop=True).drop_attrs(),
+                                rk.forecast(nets[1], curriculum, probes, checkpoints=4,
+                                            readout="linear").drop_attrs())
 
 
 def test_side_by_side_training_refuses_mixed_architectures_and_names_a_diverging_network():
