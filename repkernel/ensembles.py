@@ -68,7 +68,8 @@ def ensemble(run: Callable[[int], xr.Dataset], seeds: Sequence[int],
     chunks = {"time": 1} if "time" in first.dims else {}
     first.close()
     stacked = xr.open_mfdataset(paths, combine="nested", concat_dim=SEED, chunks=chunks,
-                                combine_attrs="override", coords="minimal", compat="override")
+                                combine_attrs="override", coords="minimal", compat="override",
+                                join="outer")
     stacked = stacked.assign_coords({SEED: seeds}).chunk({SEED: -1})
     stacked.attrs["seeds"] = ",".join(map(str, seeds))
     return stacked

@@ -125,9 +125,11 @@ def seed_labels(networks: Sequence) -> list[int]:
 def stack_runs(runs: Sequence[xr.Dataset], seeds: Sequence[int], dim: str = "seed"
                ) -> xr.Dataset:
     """Results of one run per seed stacked on a new ``dim`` (coords = the seeds); the first
-    run's attributes, with ``seeds`` added."""
+    run's attributes, with ``seeds`` added. Dims whose length differs between runs (a
+    forecast's ``segment`` log) are NaN-padded."""
     stacked = xr.concat(runs, dim=xr.DataArray(list(seeds), dims=dim, name=dim),
-                        combine_attrs="override", coords="minimal", compat="override")
+                        combine_attrs="override", coords="minimal", compat="override",
+                        join="outer")
     stacked.attrs = {**runs[0].attrs, "seeds": ",".join(map(str, seeds))}
     return stacked
 
