@@ -176,7 +176,7 @@ def _kernels_of(net: RepresentationNetwork, patterns: PatternSet, train: Pattern
 
 def monte_carlo_kernel(network: Callable[[int], RepresentationNetwork], seeds: Sequence[int],
                        patterns: PatternSet, train: Sequence[int] | np.ndarray | None = None,
-                       layer: int = -1) -> xr.Dataset:
+                       layer: int = -1, pseudo_kernel: bool = True) -> xr.Dataset:
     """Seed-averaged kernels of the networks network(seed) on ``patterns`` (module docstring).
 
     Returns a Dataset with ntk and ntk_standard_error (item, output_unit, item_b, output_unit_b),
@@ -184,8 +184,11 @@ def monte_carlo_kernel(network: Callable[[int], RepresentationNetwork], seeds: S
     (item, output_unit) and hidden_mean (item, unit) of the initial network (hidden layer
     ``layer``); with ``train`` (indices of the training items among ``patterns``), also
     pseudo_kernel and pseudo_kernel_standard_error (item, unit, train_item, output_unit),
-    Pi = J_h J_f^T of that layer. The ntk, nngp and output_mean are what ``posterior`` and
-    ``monte_carlo_forecast`` take. Needs at least 2 seeds.
+    Pi = J_h J_f^T of that layer (``pseudo_kernel=False`` skips it: at n items, H units and
+    n_train O outputs it holds n H n_train O numbers, 4.3 GB in float64 for 600 items, 200
+    units and 500 x 9 training outputs, three times over while averaging). The ntk, nngp and
+    output_mean are what ``posterior`` and ``monte_carlo_forecast`` take. Needs at least 2
+    seeds.
     """
     seeds = _seeds(seeds)
     if len(seeds) < 2:
@@ -193,7 +196,7 @@ def monte_carlo_kernel(network: Callable[[int], RepresentationNetwork], seeds: S
     if not isinstance(patterns, PatternSet):
         raise ValueError(f"patterns must be a PatternSet, got {type(patterns).__name__}")
     train_idx = None if train is None else np.asarray(train)
-    train_set = None if train is None else patterns[train_idx]
+    train_set = None if train is None or not pseudo_kernel else patterns[train_idx]
     ntk, pseudo, outputs, hidden = _Welford(), _Welford(), _Welford(), _Welford()
     moment = None  # running mean of f0 f0^T for the covariance
     config = None
@@ -229,6 +232,7 @@ def monte_carlo_kernel(network: Callable[[int], RepresentationNetwork], seeds: S
             "hidden_mean": (("item", "unit"), hidden.mean.cpu().numpy())}
     if train is not None:
         coords["train_item"] = ("train_item", train_idx)
+    if train_set is not None:
         dims = ("item", "unit", "train_item", "output_unit")
         data["pseudo_kernel"] = (dims, pseudo.mean.cpu().numpy())
         data["pseudo_kernel_standard_error"] = (dims, pseudo.standard_error().cpu().numpy())
@@ -242,7 +246,8 @@ def monte_carlo_kernel(network: Callable[[int], RepresentationNetwork], seeds: S
 def monte_carlo_forecast(kernels: xr.Dataset, targets, steps, lr: float = 1.0,
                          reduction: str = "mean", time: str = "discrete",
                          solver: str = "eigh") -> xr.Dataset:
-    """Deterministic forecast of the ensemble mean from a Monte-Carlo kernel (with ``train``):
+    """Deterministic forecast of the ensemble mean from a Monte-Carlo kernel (with ``train``;
+    the hidden forecast needs its pseudo-kernel):
       output: the linearized-ensemble posterior (repkernel.posterior) with Theta = the seed-mean
               eNTK, prior mean and covariance = the seed mean and covariance of f_0: mean and
               variance (time, item, output_unit);
@@ -253,13 +258,16 @@ def monte_carlo_forecast(kernels: xr.Dataset, targets, steps, lr: float = 1.0,
     targets (n_train, O) for the kernel's train items; steps, lr, reduction, time as in
     posterior (time counts steps of the trainer).
     """
-    if "pseudo_kernel" not in kernels:
-        raise ValueError("the Monte-Carlo kernel has no pseudo-kernel: build it with train=...")
+    if "train_item" not in kernels.coords:
+        raise ValueError("the Monte-Carlo kernel has no training items: build it with train=...")
     train = np.array(kernels.train_item.values)
     n, n_out = len(train), kernels.sizes["output_unit"]
     out = posterior(kernels.ntk, train, targets, steps, lr=lr, reduction=reduction, time=time,
                     prior_covariance=kernels.nngp, prior_mean=kernels.output_mean,
                     solver=solver)
+    out.attrs["source"] = "monte_carlo_forecast"
+    if "pseudo_kernel" not in kernels:
+        return out
     theta = torch.as_tensor(kernels.ntk.values)
     flat = theta[train][:, :, train].reshape(n * n_out, n * n_out)
     targets = torch.as_tensor(np.asarray(targets), dtype=theta.dtype).reshape(n, n_out)
@@ -270,9 +278,7 @@ def monte_carlo_forecast(kernels: xr.Dataset, targets, steps, lr: float = 1.0,
     change = torch.einsum("iuj,tj->tiu", pi.reshape(*pi.shape[:2], -1), a[..., 0])
     hidden = torch.as_tensor(kernels.hidden_mean.values)[None] + change
     out["hidden"] = (("time", "item", "unit"), hidden.numpy())
-    out = out.assign_coords(unit=kernels.unit.values)
-    out.attrs["source"] = "monte_carlo_forecast"
-    return out
+    return out.assign_coords(unit=kernels.unit.values)
 
 
 def band_figure(forecast: xr.DataArray, actual: xr.DataArray, dim: str = SEED,

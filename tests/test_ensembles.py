@@ -63,6 +63,12 @@ def test_monte_carlo_forecast_of_identical_networks_is_the_forecast():
     np.testing.assert_allclose(got.hidden.values, expected.hidden.sel(readout="linear").values,
                                atol=1e-10)
     np.testing.assert_allclose(got["variance"].values, 0.0, atol=1e-20)
+    light = rk.monte_carlo_kernel(lambda s: net, [0, 1], patterns, train=train,
+                                  pseudo_kernel=False)
+    assert "pseudo_kernel" not in light
+    outputs_only = rk.monte_carlo_forecast(light, patterns.y[train], [0, 12, 30], lr=0.4)
+    assert "hidden" not in outputs_only
+    np.testing.assert_allclose(outputs_only["mean"].values, got["mean"].values, atol=1e-12)
 
 
 def test_ensemble_stacks_runs_on_a_seed_dim_and_summarizes():
@@ -126,7 +132,7 @@ def test_bad_arguments_are_rejected():
         rk.calibration(data, data, band=1.5)
     with pytest.raises(ValueError, match="seed"):
         rk.summarize(data.isel(seed=0))
-    with pytest.raises(ValueError, match="pseudo-kernel"):
+    with pytest.raises(ValueError, match="no training items"):
         mc = rk.monte_carlo_kernel(lambda s: WideMLP(3, 4, seed=s), [0, 1], patterns)
         rk.monte_carlo_forecast(mc, np.zeros((2, 1)), [1])
 
