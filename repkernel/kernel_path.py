@@ -10,11 +10,16 @@ At every checkpoint t_i of a training run (weights theta_i), on the probes X_p:
 and the path-integrated kernel prediction of the change. One gradient step of stage s moves the
 probes' hidden layer, to first order, by the loss-weighted pseudo-kernel sum over its patterns,
     v_s(theta) = - rho_s Pi(X_p, X_s; theta) g(theta),   g = grad_f l on X_s, rho_s = drift / n
-(the full-batch drift, repkernel.curriculum; J_f in place of J_h for the outputs), so
-    dh(t_i) = sum over checkpoint intervals (t_{i-1}, t_i] of (t_i - t_{i-1}) (v_s(theta_{i-1})
-              + v_s(theta_i)) / 2      (trapezoid rule, s the stage of the interval),
-which reproduces the actual change up to the discretization of the path (exact in the limit of
-a checkpoint every step and a vanishing rate; minibatch and online stages add their noise). The
+(the full-batch drift, repkernel.curriculum; J_f in place of J_h for the outputs), and
+gradient descent moves them by the path sum over its steps k, sum_k v_s(theta_k), up to each
+step's second-order remainder (none for a model linear in its weights; first order in the rate
+relative to the change, zero in the gradient-flow limit). Between checkpoints a < b (L = b - a
+steps of one stage s) the steps' sum is estimated from its ends by the trapezoid rule with the
+Euler-Maclaurin end correction,
+    sum_{k=a}^{b-1} v_s(theta_k) ~ ((L + 1) v_s(theta_a) + (L - 1) v_s(theta_b)) / 2,
+second order in L and exact for L = 1, so the prediction converges to the path sum as
+checkpoints get denser (minibatch and online stages add their noise, which the full-batch
+drift does not hold). The
 same sum with the kernel frozen at theta_0 but the actual residuals g(theta_i),
     v_s^0(theta) = - rho_s Pi(X_p, X_s; theta_0) g(theta),
 separates the kernel's motion from the residuals': where the frozen sum fails and the path sum
@@ -218,8 +223,8 @@ def _kernel_path(net, curriculum, probes, trained, steps, keep_kernel) -> xr.Dat
 
 
 def _integrate(velocities: _Velocities, steps: np.ndarray, stages: np.ndarray):
-    """Trapezoid sums of v_s along the path and frozen: ((hidden layers (T, n_p, H_l), output
-    (T, n_p, O)), same frozen)."""
+    """The corrected trapezoid sums of v_s (module docstring) along the path and frozen:
+    ((hidden layers (T, n_p, H_l), output (T, n_p, O)), same frozen)."""
     sums = []
     for which in (0, 1):
         hidden0, output0 = velocities.at(0, int(stages[min(1, len(steps) - 1)]))[which]
@@ -229,9 +234,10 @@ def _integrate(velocities: _Velocities, steps: np.ndarray, stages: np.ndarray):
             stage, width = int(stages[i]), float(steps[i] - steps[i - 1])
             (h_a, f_a), (h_b, f_b) = (velocities.at(i - 1, stage)[which],
                                       velocities.at(i, stage)[which])
+            start, end = (width + 1) / 2, (width - 1) / 2
             for layer, a, b in zip(hidden, h_a, h_b):
-                layer.append(layer[-1] + width * (a + b) / 2)
-            output.append(output[-1] + width * (f_a + f_b) / 2)
+                layer.append(layer[-1] + start * a + end * b)
+            output.append(output[-1] + start * f_a + end * f_b)
         sums.append(([torch.stack(layer) for layer in hidden], torch.stack(output)))
     return sums[0], sums[1]
 
@@ -271,9 +277,9 @@ DESCRIPTIONS = {
                          "<K, y y^T>_F / (|K|_F |y y^T|_F), y the probe targets"),
     "hidden_change": ("actual hidden change", "h(t) - h(0)"),
     "path_hidden_change": ("path-integrated kernel prediction of the hidden change",
-                           "trapezoid sum of -rho Pi(x, X; theta(t)) g(t) over the checkpoints"),
+                           "sum over steps of -rho Pi(x, X; theta(t)) g(t), from the checkpoints"),
     "frozen_hidden_change": ("frozen-kernel prediction along the actual residuals",
-                             "trapezoid sum of -rho Pi(x, X; theta_0) g(t)"),
+                             "sum over steps of -rho Pi(x, X; theta_0) g(t)"),
     "output_change": ("actual output change", "f(t) - f(0)"),
     "path_output_change": ("path-integrated kernel prediction of the output change", ""),
     "frozen_output_change": ("frozen-kernel prediction of the output change", ""),
