@@ -41,5 +41,5 @@ def test_kernel_path_curves_show_the_kernel_and_the_change_correlations(run):
     legend = fig.axes[3].get_legend()
     texts = {t.get_text() for t in legend.texts}
     assert {"forecast (linear)", "kernel along the path"} <= texts, texts
-    with pytest.raises(ValueError, match="needs a result of repkernel.kernel_path"):
+    with pytest.raises(ValueError, match=r"needs a result of repkernel\.kernel_path"):
         plot.kernel_path_curves(fc)
