@@ -24,7 +24,8 @@ change the others' rate), full-batch gradient descent.
     python benchmarks/influence_validation.py --out reports/influence [--hidden 100]
 
 About a minute on one core (torch.set_num_threads(1)). Writes <out>/influence_validation.nc and
-<out>/influence_heatmaps_<scale>.png (forecast vs leave-out, task x task).
+<out>/influence_heatmaps_<scale>.png (task x task: influence frozen and auto, counterfactual
+auto, leave-out retraining; each panel scaled to its largest entry).
 """
 
 from __future__ import annotations
@@ -124,9 +125,11 @@ def run(args) -> tuple[xr.Dataset, dict]:
                 for m, value in scores(predictions[name][t], actual[t], probe_tasks,
                                        tasks).items():
                     out[m][i, j, t] = value
-        maps[(scale, "leave-out")] = result.copy(data={
-            "influence": actual.transpose(0, 2, 1, 3),
-            "relinearization_jump": np.zeros_like(result.relinearization_jump.values)})
+        for name, values in (("counterfactual auto", predictions["counterfactual auto"]),
+                             ("leave-out", actual)):  # drawn in the influence layout
+            maps[(scale, name)] = result.copy(data={
+                "influence": values.transpose(0, 2, 1, 3),
+                "relinearization_jump": np.zeros_like(result.relinearization_jump.values)})
     ds = xr.Dataset({m: (("init_scale", "predictor", "time"), v) for m, v in out.items()},
                     coords={"init_scale": args.scales, "predictor": list(PREDICTORS),
                             "time": steps})
@@ -157,7 +160,8 @@ def main() -> None:
     for scale in args.scales:
         figure = plot.influence_heatmaps(
             {f"{name} (init {scale:g})": maps[(scale, name)]
-             for name in (*FORECASTS, "leave-out")}, times=args.checkpoints[3::2])
+             for name in ("frozen", "auto", "counterfactual auto", "leave-out")},
+            times=args.checkpoints[3::2])
         plot.save_figure(figure, args.out / f"influence_heatmaps_{scale:g}.png")
     print(f"influence vs leave-one-task-out retraining; lr per scale "
           f"{dict(zip(args.scales, np.round(ds.lr.values, 4)))}; CPU s "

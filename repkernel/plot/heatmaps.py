@@ -427,13 +427,18 @@ def _influence_matrix(influence: xr.DataArray, group: str) -> xr.DataArray:
 @_styled
 def influence_heatmaps(data: xr.Dataset | Mapping[str, xr.Dataset],
                        times: Sequence[int] | None = None, group: str = "task",
-                       vmin: float | None = None, vmax: float | None = None) -> Figure:
+                       scale: str = "panel", vmin: float | None = None,
+                       vmax: float | None = None) -> Figure:
     """Which training source moves which probe group's representation: source x probe-group
     matrices of the root-mean-square influence (repkernel.influence; rows: the sources, e.g.
     training tasks with by="task"; columns: the probes grouped by their label ``group``) over
     checkpoints ``times`` (default first, middle, last). data: an influence result, or several
-    by name (e.g. the forecast's and the leave-out retraining's, side by side on one scale).
+    by name (e.g. the forecast's and the leave-out retraining's, side by side). scale "panel":
+    each matrix divided by its largest entry (the pattern at every checkpoint, whatever its
+    size); "shared": absolute values on one colour scale.
     """
+    if scale not in ("panel", "shared"):
+        raise ValueError(f"scale must be 'panel' or 'shared', got {scale!r}")
     single = isinstance(data, xr.Dataset)  # a Dataset is a Mapping too
     results = [("forecast", data)] if single or not isinstance(data, Mapping) else data.items()
     named = []
@@ -441,12 +446,17 @@ def influence_heatmaps(data: xr.Dataset | Mapping[str, xr.Dataset],
         if not isinstance(ds, xr.Dataset) or "influence" not in ds.data_vars:
             raise ValueError("the influence figure needs a result of repkernel.influence (a "
                              "Dataset with an 'influence' variable), or several by name")
-        named.append((str(name), _influence_matrix(ds["influence"], group)))
+        matrix = _influence_matrix(ds["influence"], group)
+        if scale == "panel":
+            largest = matrix.max(("source", f"probe_{group}"))
+            matrix = matrix / largest.where(largest > 0, 1)
+        named.append((str(name), matrix))
     named, steps = _at_times(named, times, "the influence figure")
 
     def axes_of(da):
         return _value_axis(da, "source"), _value_axis(da, da.dims[-1])
 
-    return _matrix_heatmaps(named, steps, axes_of, MAGNITUDE_CMAP,
-                            "influence on the hidden representation (RMS)",
+    label = "influence on the hidden representation (RMS" + (
+        ", / largest in panel)" if scale == "panel" else ")")
+    return _matrix_heatmaps(named, steps, axes_of, MAGNITUDE_CMAP, label,
                             "the influence figure", False, (vmin or 0.0, vmax))
