@@ -73,9 +73,12 @@ def setting_c(args) -> xr.Dataset:
         net = rk.MultitaskNetwork(env, hidden=args.hidden, init_scale=scale, seed=args.seed)
         cur = rk.Curriculum.single_then_concurrent(env, n=args.n, steps=(args.phase_steps,) * 2,
                                                    lr=lr, reduction="sum", seed=args.seed)
-        steps = np.union1d(np.round(np.linspace(0, 2 * args.phase_steps, args.checkpoints)),
-                           np.round(np.geomspace(1, args.phase_steps, args.checkpoints // 2)))
-        runs.append(one_run(net, cur, probes, np.union1d(steps, [0]).astype(int)))
+        # dense where each phase starts (new residuals, fast change), even over the rest
+        early = np.round(np.geomspace(1, args.phase_steps, args.checkpoints // 2))
+        steps = np.unique(np.concatenate([
+            [0], np.round(np.linspace(0, 2 * args.phase_steps, args.checkpoints)), early,
+            args.phase_steps + early]))
+        runs.append(one_run(net, cur, probes, steps.astype(int)))
     return xr.concat(runs, dim=xr.Variable("init_scale", [0.1, 1.0]), coords="minimal",
                      compat="override")
 
@@ -140,6 +143,8 @@ def main() -> None:
     parser.add_argument("--n-scales", type=int, default=6)
     parser.add_argument("--checkpoints", type=int, default=25)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--settings", nargs="+", choices=("C", "scales"),
+                        default=("C", "scales"))
     parser.add_argument("--quick", action="store_true", help="a small version (smoke test)")
     args = parser.parse_args()
     if args.quick:
@@ -148,7 +153,9 @@ def main() -> None:
     torch.set_num_threads(1)
     torch.set_default_dtype(torch.float64)
     args.out.mkdir(parents=True, exist_ok=True)
-    for name, setting in (("C", setting_c), ("scales", setting_scales)):
+    settings = {"C": setting_c, "scales": setting_scales}
+    for name in args.settings:
+        setting = settings[name]
         start = time.process_time()
         ds = setting(args)
         seconds = time.process_time() - start

@@ -404,5 +404,7 @@ def kernel_path_curves(data: xr.Dataset, col_wrap: int | None = 4) -> Figure:
     frames.append(("hidden change correlation\n(prediction vs actual)",
                    pd.concat(tables, ignore_index=True), "time", "change correlation",
                    data["kernel_distance"]))
-    return _line_panels(frames, None, None, log_y=False, what="the kernel-path figure",
-                        col_wrap=col_wrap)
+    sweep = [d for d in data["kernel_distance"].dims if d != "time"]
+    # one colour per sweep value in every panel; the predictions are the dashes
+    return _line_panels(frames, sweep[0] if len(sweep) == 1 else None, None, log_y=False,
+                        what="the kernel-path figure", col_wrap=col_wrap)
