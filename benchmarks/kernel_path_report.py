@@ -87,8 +87,9 @@ def setting_scales(args) -> xr.Dataset:
     env = rk.MultitaskEnvironment(4, 3, 3)
     train_set = env.sample(args.n, seed=args.seed)
     probes = env.sample(args.n_probes, seed=args.seed + 100)
-    steps = np.unique(np.concatenate([[0], np.round(np.geomspace(1, args.scale_steps,
-                                                                 args.checkpoints))])).astype(int)
+    steps = np.unique(np.concatenate([
+        [0], np.round(np.geomspace(1, args.scale_steps, args.checkpoints)),
+        np.round(np.linspace(0, args.scale_steps, args.checkpoints))])).astype(int)
     scales = np.geomspace(0.01, 3, args.n_scales)
     runs = []
     for scale in scales:
