@@ -159,3 +159,19 @@ def test_bad_input_gets_one_clear_line():
         leave_out(cur, "stage", 0)
     with pytest.raises(ValueError, match="relinearize"):
         rk.influence(net, cur, PROBES, checkpoints=2, relinearize=0)
+
+
+def test_where_the_forecast_factorizes_the_primal_space_influence_uses_the_dual():
+    """Few weights, many patterns: forecast picks the P x P primal space, which has no dual
+    coefficients; influence takes the dual space and agrees with it."""
+    from repkernel.forecasting import _choose_factorization
+
+    net = MultitaskNetwork(ENV, hidden=2, init_scale=0.5, seed=0)
+    single = ENV.sample(60, seed=5)
+    cur = Curriculum((Stage(single, 10, 0.05, reduction="sum"),))
+    size = len(single) * single.n_outputs
+    assert _choose_factorization("dense", size, net.n_parameters, 1.0) == "primal"
+    result = rk.influence(net, cur, PROBES, checkpoints=3, factorization="dense")
+    expected = linear_change(net, cur, checkpoints=3, factorization="dense")
+    np.testing.assert_allclose(result.influence.sum("source"), expected,
+                               atol=1e-10 * np.abs(expected).max())
