@@ -175,3 +175,12 @@ def test_where_the_forecast_factorizes_the_primal_space_influence_uses_the_dual(
     expected = linear_change(net, cur, checkpoints=3, factorization="dense")
     np.testing.assert_allclose(result.influence.sum("source"), expected,
                                atol=1e-10 * np.abs(expected).max())
+
+
+def test_follows_the_requested_dtype():
+    net, cur = network(), two_stages()
+    single = rk.influence(net, cur, PROBES, checkpoints=3, by="task", dtype=torch.float32)
+    double = rk.influence(net, cur, PROBES, checkpoints=3, by="task")
+    assert single.influence.dtype == np.float32 and single.attrs["dtype"] == "float32"
+    np.testing.assert_allclose(single.influence, double.influence,
+                               atol=1e-4 * float(np.abs(double.influence).max()))

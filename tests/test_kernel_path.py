@@ -105,3 +105,13 @@ def test_bad_training_results_get_one_clear_line():
         rk.kernel_path(other, cur, PROBES, trained=gap.sel(time=[0, 40]))
     with pytest.raises(ValueError, match="another curriculum"):
         rk.kernel_path(net, two_stages(lr=0.01), PROBES, trained=gap)
+
+
+def test_follows_the_requested_dtype():
+    net, cur = network(), two_stages()
+    single = rk.kernel_path(net, cur, PROBES, checkpoints=3, dtype=torch.float32)
+    double = rk.kernel_path(net, cur, PROBES, checkpoints=3)
+    assert single.path_hidden_change.dtype == np.float32 and single.attrs["dtype"] == "float32"
+    np.testing.assert_allclose(single.path_hidden_change, double.path_hidden_change,
+                               atol=1e-4 * float(np.abs(double.path_hidden_change).max()))
+    np.testing.assert_allclose(single.kernel_distance, double.kernel_distance, atol=1e-4)
