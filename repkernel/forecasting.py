@@ -717,12 +717,14 @@ class _Run:
         """Record the checkpoints of a segment covering global steps (lo, hi] and move to its
         end; ``error`` is the segment's (module docstring), computed here when not given."""
         wanted, local = self._local(lo, hi)
-        weights = segment.weights(local)
+        if self.keep_dual:  # the weights from the kept coefficients, computed once
+            dual = segment.dual(local)
+            weights = segment.theta_start[:, None] - lin.operator.transpose(dual)
+            self.pieces.append(_Piece(wanted, lin, self.theta, weights[:, -1], dual))
+        else:
+            weights = segment.weights(local)
         if len(wanted):
             self.records.append(_Record(wanted, weights[:, :-1], lin.theta, data))
-        if self.keep_dual:
-            self.pieces.append(_Piece(wanted, lin, self.theta, weights[:, -1],
-                                      segment.dual(local)))
         self.theta = weights[:, -1]
         if error is None:
             error = lin.error(self.theta) if hi > lo else 0.0

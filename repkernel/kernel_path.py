@@ -105,6 +105,9 @@ def _checked_steps(trained: xr.Dataset, net: RepresentationNetwork,
                    curriculum: Curriculum) -> np.ndarray:
     """The checkpoint steps of a training result that kernel_path can integrate (ValueError
     naming the problem otherwise)."""
+    if isinstance(trained, xr.Dataset) and "readout" in trained.dims:
+        raise ValueError("trained is a forecast: give the result of repkernel.train (the "
+                         "actual path), and the forecast as forecast=")
     if not isinstance(trained, xr.Dataset) or "weights" not in trained.data_vars:
         raise ValueError("trained must be a repkernel.train result with its weights: train with "
                          "record_weights=True (or pass trained=None to train here)")

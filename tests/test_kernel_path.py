@@ -103,6 +103,8 @@ def test_bad_training_results_get_one_clear_line():
     other = MultitaskNetwork(ENV, hidden=10, init_scale=0.5, seed=1)
     with pytest.raises(ValueError, match="did not start from this network"):
         rk.kernel_path(other, cur, PROBES, trained=gap.sel(time=[0, 40]))
+    with pytest.raises(ValueError, match="trained is a forecast"):
+        rk.kernel_path(net, cur, PROBES, trained=rk.forecast(net, cur, PROBES, checkpoints=3))
     with pytest.raises(ValueError, match="another curriculum"):
         rk.kernel_path(net, two_stages(lr=0.01), PROBES, trained=gap)
 
