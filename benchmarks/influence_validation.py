@@ -73,7 +73,7 @@ def scores(predicted: np.ndarray, actual: np.ndarray, probe_tasks: np.ndarray,
             "rank_correlation": spearmanr(m_pred.ravel(), m_act.ravel())[0]}
 
 
-def run(args) -> tuple[xr.Dataset, dict]:
+def run(args) -> tuple[xr.Dataset, dict, dict]:
     torch.set_default_dtype(torch.float64)
     env = rk.MultitaskEnvironment(3, 3, 3)
     patterns = env.patterns(k=1)
@@ -139,7 +139,7 @@ def run(args) -> tuple[xr.Dataset, dict]:
                      "version": rk.__version__,
                      "cpu_seconds": str({f"{k[0]:g} {k[1]}": round(v, 2)
                                          for k, v in seconds.items()})})
-    return ds, maps
+    return ds, maps, seconds
 
 
 def main() -> None:
@@ -154,7 +154,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    ds, maps = run(args)
+    ds, maps, seconds = run(args)
     args.out.mkdir(parents=True, exist_ok=True)
     rk.save(ds, args.out / "influence_validation.nc")
     for scale in args.scales:
@@ -166,6 +166,11 @@ def main() -> None:
     print(f"influence vs leave-one-task-out retraining; lr per scale "
           f"{dict(zip(args.scales, np.round(ds.lr.values, 4)))}; CPU s "
           f"{ds.attrs['cpu_seconds']}")
+    for scale in args.scales:
+        ratios = ", ".join(
+            f"{name} {seconds[(scale, name)] / seconds[(scale, 'retraining')]:.2f}"
+            for name in PREDICTORS)
+        print(f"init {scale:g}: CPU time / leave-one-out retraining (10 trainings): {ratios}")
     print(f"{'scale':>6} {'predictor':>21} {'step':>5} {'var.expl':>9} {'pattern r':>9} "
           f"{'rank r/task':>11} {'rank r':>7}")
     for scale in ds.init_scale.values:
