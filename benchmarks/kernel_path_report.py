@@ -163,7 +163,9 @@ def main() -> None:
         ds.attrs.update({"setting": name, "hidden": args.hidden, "n": args.n,
                          "n_probes": args.n_probes, "seed": args.seed, "cpu_seconds": seconds})
         rk.save(ds, args.out / f"kernel_path_{name}.nc")
-        plot.save_figure(plot.kernel_path_curves(ds), args.out / f"kernel_path_{name}.png")
+        labelled = ds.assign_coords(init_scale=np.round(ds.init_scale.values, 3))  # legend
+        plot.save_figure(plot.kernel_path_curves(labelled),
+                         args.out / f"kernel_path_{name}.png")
         report(f"{name} ({seconds:.0f} s CPU)", ds)
 
 
