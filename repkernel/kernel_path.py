@@ -108,6 +108,9 @@ def _checked_steps(trained: xr.Dataset, net: RepresentationNetwork,
     if isinstance(trained, xr.Dataset) and "readout" in trained.dims:
         raise ValueError("trained is a forecast: give the result of repkernel.train (the "
                          "actual path), and the forecast as forecast=")
+    if isinstance(trained, xr.Dataset) and "seed" in trained.dims:
+        raise ValueError("trained holds several seeds: give one run, e.g. "
+                         "trained.sel(seed=0), with that seed's network")
     if not isinstance(trained, xr.Dataset) or "weights" not in trained.data_vars:
         raise ValueError("trained must be a repkernel.train result with its weights: train with "
                          "record_weights=True (or pass trained=None to train here)")

@@ -105,6 +105,8 @@ def test_bad_training_results_get_one_clear_line():
         rk.kernel_path(other, cur, PROBES, trained=gap.sel(time=[0, 40]))
     with pytest.raises(ValueError, match="trained is a forecast"):
         rk.kernel_path(net, cur, PROBES, trained=rk.forecast(net, cur, PROBES, checkpoints=3))
+    with pytest.raises(ValueError, match="several seeds"):
+        rk.kernel_path(net, cur, PROBES, trained=gap.expand_dims(seed=[0, 1]))
     with pytest.raises(ValueError, match="another curriculum"):
         rk.kernel_path(net, two_stages(lr=0.01), PROBES, trained=gap)
 
