@@ -15,6 +15,8 @@ from repkernel.ensembles import (
 )
 from repkernel.environments import MultitaskEnvironment, deep_linear_modes_task, step_function_task
 from repkernel.forecasting import forecast, modes
+from repkernel.influence import influence, influence_on_groups, leave_out
+from repkernel.kernel_path import kernel_path
 from repkernel.kernels import (
     jacobian_product,
     jacobian_transpose_product,
@@ -92,14 +94,18 @@ __all__ = [
     "forecast",
     "gp_posterior",
     "infinite_width_kernels",
+    "influence",
+    "influence_on_groups",
     "jacobian_product",
     "jacobian_transpose_product",
     "jacobians",
     "kernel_eigenvectors",
     "kernel_groups",
+    "kernel_path",
     "kernel_product",
     "kmeans_groups",
     "learning_efficiency",
+    "leave_out",
     "load",
     "loss_gradient",
     "loss_weighted_kernel",

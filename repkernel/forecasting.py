@@ -280,29 +280,32 @@ def _tridiagonal(diagonal, off, dtype, device) -> torch.Tensor:
 # -- a stage's training patterns and the linear model around a center ----------------------
 
 
-def _distinct(patterns: PatternSet) -> tuple[PatternSet, np.ndarray]:
-    """The distinct patterns (x, c, y) of a set and how often each occurs, (n_u,).
+def _distinct(patterns: PatternSet) -> tuple[PatternSet, np.ndarray, np.ndarray]:
+    """The distinct patterns (x, c, y) of a set, how often each occurs (n_u,), and which
+    distinct pattern each of the set's patterns is (n,).
 
     Copies of a pattern have equal Jacobian rows and residuals for all time, so the dynamics
     only need the distinct ones, each weighted by its multiplicity w (sampled curricula repeat
     many patterns: 500 samples of the published environment hold about 400 distinct ones).
     """
     rows = torch.cat([patterns.x, patterns.y] + ([] if patterns.c is None else [patterns.c]), 1)
-    _, first, counts = np.unique(rows.cpu().numpy(), axis=0, return_index=True,
-                                 return_counts=True)
+    _, first, inverse, counts = np.unique(rows.cpu().numpy(), axis=0, return_index=True,
+                                          return_inverse=True, return_counts=True)
     if len(first) == len(patterns):
-        return patterns, np.ones(len(patterns))
+        return patterns, np.ones(len(patterns)), np.arange(len(patterns))
     order = np.argsort(first)  # keep the order of first occurrence
-    return patterns[first[order]], counts[order].astype(float)
+    rank = np.argsort(order)  # np.unique's index -> position in first-occurrence order
+    return patterns[first[order]], counts[order].astype(float), rank[inverse.reshape(-1)]
 
 
 class _StageData:
     """A stage's distinct training patterns X_u (n, O outputs) with multiplicities W, on the
-    forecast's device and dtype: weight (nO,) repeats W over outputs, root = W^1/2."""
+    forecast's device and dtype: weight (nO,) repeats W over outputs, root = W^1/2; inverse
+    (len(stage.patterns),) names the distinct pattern of each of the stage's patterns."""
 
     def __init__(self, stage: Stage, index: int, like: torch.Tensor) -> None:
         self.stage, self.index = stage, index
-        self.patterns, counts = _distinct(stage.patterns)
+        self.patterns, counts, self.inverse = _distinct(stage.patterns)
         self.x, self.c, self.y = self.patterns.to(like.device, like.dtype)
         self.n, self.n_out = self.y.shape
         self.counts = torch.as_tensor(counts, dtype=like.dtype, device=like.device)
@@ -376,11 +379,13 @@ class _MeanSquaredSegment:
 
     Dual: on s = W^1/2 r with M = W^1/2 Theta_uu W^1/2 (same nonzero spectrum as Theta_ss),
     theta_k = theta_start - J_u^T W^1/2 c_k(M) s_0 and r_k = W^-1/2 decay_k(M) s_0. Primal (dense
-    only): G = J^T W J (P x P), theta_k = theta_start - c_k(G) J^T W r_0.
+    only): G = J^T W J (P x P), theta_k = theta_start - c_k(G) J^T W r_0. ``dual=True`` never
+    takes the primal space, so that ``dual(k)`` (the coefficients) is available.
     """
 
     def __init__(self, lin: _Linearization, theta_start: torch.Tensor, k: torch.Tensor,
-                 time: str, factorization: str, stability: bool = True) -> None:
+                 time: str, factorization: str, stability: bool = True,
+                 dual: bool = False) -> None:
         data, op = lin.data, lin.operator
         self.lin, self.theta_start = lin, theta_start
         f_start = lin.outputs_at(theta_start)
@@ -388,6 +393,8 @@ class _MeanSquaredSegment:
         start = data.root * self.residual
         size, n_params = len(start), op.n_parameters
         space = _choose_factorization(factorization, size, n_params, op.product_cost())
+        if dual and space == "primal":
+            space = "dual" if factorization == "dense" or size <= DENSE_LIMIT else "krylov"
         check = data.check(time) if stability else None
         if check is None and space != "krylov":
             check = lambda lam_max: None  # noqa: E731 (no stability bound in continuous time)
@@ -408,13 +415,19 @@ class _MeanSquaredSegment:
         scaled = (data.root[:, None] * v).reshape(data.n, data.n_out, -1)
         return data.root[:, None] * self.lin.operator.kernel(scaled).reshape(len(v), -1)
 
+    def dual(self, k: torch.Tensor) -> torch.Tensor:
+        """W a_k (n, O, m): the distinct patterns' accumulated dual coefficients a_k = sum_{j<k}
+        rho r_j times their multiplicities, theta_k = theta_start - J_u^T (W a_k)."""
+        if self.primal:
+            raise ValueError("the primal factorization has no dual coefficients: build the "
+                             "segment with dual=True")
+        data = self.lin.data
+        return (data.root[:, None] * self.spectral.coefficients(k)).reshape(data.n, data.n_out, -1)
+
     def weights(self, k: torch.Tensor) -> torch.Tensor:
         if self.primal:
             return self.theta_start[:, None] - self.spectral.coefficients(k)
-        data = self.lin.data
-        weighted = data.root[:, None] * self.spectral.coefficients(k)  # W a_u
-        return self.theta_start[:, None] - self.lin.operator.transpose(
-            weighted.reshape(data.n, data.n_out, -1))
+        return self.theta_start[:, None] - self.lin.operator.transpose(self.dual(k))
 
 
 def _choose_factorization(factorization: str, size: int, n_params: int,
@@ -494,14 +507,17 @@ class _FunctionSpaceSegment:
                              f"time='discrete'")
         return solution
 
-    def weights(self, k: torch.Tensor) -> torch.Tensor:
+    def dual(self, k: torch.Tensor) -> torch.Tensor:
+        """W a_k (n, O, m), as for _MeanSquaredSegment."""
         data = self.lin.data
         states = self._states(k)
         if data.stage.loss == "bce":
             _warn_outside_unit_interval(data, torch.stack([f for f, _ in states]), k)
         a = torch.stack([a for _, a in states], dim=-1)
-        return self.theta_start[:, None] - self.lin.operator.transpose(
-            (data.weight[:, None] * a).reshape(data.n, data.n_out, -1))
+        return (data.weight[:, None] * a).reshape(data.n, data.n_out, -1)
+
+    def weights(self, k: torch.Tensor) -> torch.Tensor:
+        return self.theta_start[:, None] - self.lin.operator.transpose(self.dual(k))
 
 
 def _warn_outside_unit_interval(data: _StageData, outputs: torch.Tensor,
@@ -517,11 +533,12 @@ def _warn_outside_unit_interval(data: _StageData, outputs: torch.Tensor,
 
 
 def _segment(lin: _Linearization, theta_start: torch.Tensor, k: torch.Tensor, time: str,
-             factorization: str, stability: bool = True):
+             factorization: str, stability: bool = True, dual: bool = False):
     """The linear dynamics of lin's stage from theta_start, ready for the steps k (m,);
-    ``stability``: check the discrete-time stability bound of this linear model."""
+    ``stability``: check the discrete-time stability bound of this linear model; ``dual``:
+    keep its dual coefficients available (segment.dual(k))."""
     if lin.data.stage.loss == "mse":
-        return _MeanSquaredSegment(lin, theta_start, k, time, factorization, stability)
+        return _MeanSquaredSegment(lin, theta_start, k, time, factorization, stability, dual)
     return _FunctionSpaceSegment(lin, theta_start, time)
 
 
@@ -595,6 +612,17 @@ def forecast(
     readouts = (readout,) if isinstance(readout, str) else tuple(readout)
     if not readouts or any(r not in READOUTS for r in readouts):
         raise ValueError(f"readout must be drawn from {READOUTS}, got {readout!r}")
+    net, threads = checked_run(network, curriculum, probes, time, relinearize, tolerance,
+                               factorization, device, dtype, threads)
+    with cpu_threads.threads(threads):
+        return _forecast(net, curriculum, probes, checkpoints, time, readouts, relinearize,
+                         tolerance, record_weights, progress, factorization)
+
+
+def checked_run(network, curriculum, probes, time, relinearize, tolerance, factorization,
+                device, dtype, threads) -> tuple[RepresentationNetwork, int]:
+    """The forecast's argument checks (ValueError naming the problem): the network placed on
+    ``device``/``dtype`` and the CPU threads to use. Shared with repkernel.influence."""
     if time not in TIMES:
         raise ValueError(f"time must be one of {TIMES}, got {time!r}")
     if factorization not in FACTORIZATIONS:
@@ -615,9 +643,23 @@ def forecast(
     check_run(net, curriculum, probes)
     if threads is None:
         threads = cpu_threads.threads_for_run(net, curriculum, probes)
-    with cpu_threads.threads(threads):
-        return _forecast(net, curriculum, probes, checkpoints, time, readouts, relinearize,
-                         tolerance, record_weights, progress, factorization)
+    return net, threads
+
+
+def integrate(net, curriculum, steps, time, relinearize, tolerance, factorization,
+              progress=None, keep_dual: bool = False) -> _Run:
+    """The forecast engine over a curriculum (after checked_run): the _Run holding the forecast
+    weights at the checkpoint ``steps``, the segment log, and with ``keep_dual`` every
+    segment's dual coefficients (_Piece). Loads weights into ``net`` (pass a copy)."""
+    theta0 = net.flat_parameters()
+    run = _Run(net, theta0, steps, time, factorization, progress, keep_dual)
+    for index, stage in enumerate(curriculum.stages):
+        data = _StageData(stage, index, theta0)
+        if relinearize == "auto":
+            run.adaptive_stage(data, tolerance)
+        else:
+            run.equal_segments(data, relinearize)
+    return run
 
 
 def _forecast(net, curriculum, probes, checkpoints, time, readouts, relinearize, tolerance,
@@ -627,13 +669,8 @@ def _forecast(net, curriculum, probes, checkpoints, time, readouts, relinearize,
     center_net = copy.deepcopy(net)  # weights are loaded into it; the caller's stay untouched
     theta0 = net.flat_parameters()
     steps = checkpoint_steps(checkpoints, curriculum.total_steps)
-    run = _Run(center_net, theta0, steps, time, factorization, progress)
-    for index, stage in enumerate(curriculum.stages):
-        data = _StageData(stage, index, theta0)
-        if adaptive:
-            run.adaptive_stage(data, tolerance)
-        else:
-            run.equal_segments(data, relinearize)
+    run = integrate(center_net, curriculum, steps, time, relinearize, tolerance, factorization,
+                    progress)
     options = {"time": time, "readout": list(readouts), "relinearize": relinearize,
                "factorization": factorization}
     if adaptive:
@@ -651,15 +688,29 @@ def _forecast(net, curriculum, probes, checkpoints, time, readouts, relinearize,
     return describe(ds)
 
 
-class _Run:
-    """The forecast weights over a curriculum, segment by segment: records for the readouts and
-    a log of the segments (global start, steps, error, stage)."""
+class _Piece:
+    """A segment kept with its dual coefficients (_Run with keep_dual): the global checkpoint
+    steps it covers (m,), its linear model ``lin`` (center lin.theta, stage data, training
+    Jacobian operator), its start and end weights (P,), and ``dual`` = W a (n_u, O, m + 1) at
+    those checkpoints and at its end, so that theta = start - lin.operator.transpose(dual)."""
 
-    def __init__(self, net, theta0, steps, time, factorization, progress) -> None:
+    def __init__(self, steps: np.ndarray, lin: _Linearization, start: torch.Tensor,
+                 end: torch.Tensor, dual: torch.Tensor) -> None:
+        self.steps, self.lin, self.start, self.end, self.dual = steps, lin, start, end, dual
+
+
+class _Run:
+    """The forecast weights over a curriculum, segment by segment: records for the readouts, a
+    log of the segments (global start, steps, error, stage) and, with ``keep_dual``, every
+    segment's dual coefficients (``pieces``, for repkernel.influence)."""
+
+    def __init__(self, net, theta0, steps, time, factorization, progress,
+                 keep_dual: bool = False) -> None:
         self.net, self.theta0, self.theta = net, theta0, theta0.clone()
         self.steps, self.time, self.factorization = steps, time, factorization
-        self.progress = progress
+        self.progress, self.keep_dual = progress, keep_dual
         self.records: list[_Record] = []
+        self.pieces: list[_Piece] = []
         self.segments: list[tuple[int, int, float, int]] = []
         self.jacobian_evaluations, self.rejected = 0, 0
         self.start = 0  # global step of the current stage's start
@@ -682,7 +733,12 @@ class _Run:
         """Record the checkpoints of a segment covering global steps (lo, hi] and move to its
         end; ``error`` is the segment's (module docstring), computed here when not given."""
         wanted, local = self._local(lo, hi)
-        weights = segment.weights(local)
+        if self.keep_dual:  # the weights from the kept coefficients, computed once
+            dual = segment.dual(local)
+            weights = segment.theta_start[:, None] - lin.operator.transpose(dual)
+            self.pieces.append(_Piece(wanted, lin, self.theta, weights[:, -1], dual))
+        else:
+            weights = segment.weights(local)
         if len(wanted):
             self.records.append(_Record(wanted, weights[:, :-1], lin.theta, data))
         self.theta = weights[:, -1]
@@ -701,7 +757,7 @@ class _Run:
                 lin = self._linearize(self.theta if relinearize > 1 else self.theta0, data)
             lo, hi = self.start + seg_start, self.start + seg_end
             segment = _segment(lin, self.theta, self._local(lo, hi)[1], self.time,
-                               self.factorization)
+                               self.factorization, dual=self.keep_dual)
             self._advance(lin, segment, data, lo, hi)
         self.start += stage.steps
 
@@ -712,7 +768,7 @@ class _Run:
         if stage.steps == 0:
             lin = self._linearize(self.theta, data)
             self._advance(lin, _segment(lin, self.theta, self._local(lo, lo)[1], self.time,
-                                        self.factorization), data, lo, lo)
+                                        self.factorization, dual=self.keep_dual), data, lo, lo)
         while done < stage.steps:
             lin = self._linearize(self.theta, data)
             remaining = stage.steps - done
@@ -721,7 +777,7 @@ class _Run:
             # the stability bound is checked at the stage's start, as for the frozen kernel;
             # later, a linear model that would diverge fails the error control instead
             segment = _segment(lin, self.theta, self._local(lo, lo + trial)[1], self.time,
-                               self.factorization, stability=done == 0)
+                               self.factorization, stability=done == 0, dual=self.keep_dual)
             while True:
                 error = lin.error(segment.weights(torch.tensor(
                     [float(trial)], dtype=self.theta.dtype, device=self.theta.device))[:, 0])

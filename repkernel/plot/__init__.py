@@ -16,9 +16,16 @@ data a figure draws), ``axes`` (layout, labels, ticks), ``heatmaps``, ``curves``
 study's ``[plots] kinds`` all derive; ``save_figure`` writes pdf/png/svg atomically.
 """
 
-from repkernel.plot.curves import fidelity_curves, grouping_curves, loss_curves, multitask_scores
+from repkernel.plot.curves import (
+    fidelity_curves,
+    grouping_curves,
+    kernel_path_curves,
+    loss_curves,
+    multitask_scores,
+)
 from repkernel.plot.figures import FIGURES, FigureKind, render
 from repkernel.plot.heatmaps import (
+    influence_heatmaps,
     kernel_eigenvector_heatmaps,
     pseudo_kernel_heatmap,
     rsm_heatmaps,
@@ -36,7 +43,9 @@ __all__ = [
     "FigureKind",
     "fidelity_curves",
     "grouping_curves",
+    "influence_heatmaps",
     "kernel_eigenvector_heatmaps",
+    "kernel_path_curves",
     "loss_curves",
     "multitask_scores",
     "paper_style",

@@ -373,3 +373,38 @@ def _conditions(frame: pd.DataFrame, group: list[str]) -> pd.Series:
                 parts.append(_fmt(value))
         return ", ".join(parts) or "all"
     return frame.apply(one, axis=1) if len(frame) else pd.Series(dtype=str)
+
+
+KERNEL_PATH_CURVES = ("kernel_distance", "kernel_norm", "kernel_alignment")
+PREDICTIONS = {"forecast_correlation": "forecast", "frozen_correlation": "frozen kernel, actual "
+               "residuals", "path_correlation": "kernel along the path"}
+
+
+@_styled
+def kernel_path_curves(data: xr.Dataset, col_wrap: int | None = 4) -> Figure:
+    """The kernel along actual training (repkernel.kernel_path) next to how well the change is
+    predicted: panels kernel distance to t = 0, kernel norm and kernel-target alignment over
+    training, and the change correlation with the actual hidden change of the forecast (per
+    readout, when the result holds one), of the frozen kernel along the actual residuals and
+    of the path-integrated kernel. Sweep dims (e.g. init_scale) are line colours."""
+    if not isinstance(data, xr.Dataset) or "kernel_distance" not in data.data_vars:
+        raise ValueError("the kernel-path figure needs a result of repkernel.kernel_path (a "
+                         "Dataset with kernel_distance)")
+    frames = [(_pretty(data[v], v), _curve_table(data[v].rename(v), "time"), "time", v, data[v])
+              for v in KERNEL_PATH_CURVES]
+    tables = []
+    for name, label in PREDICTIONS.items():
+        if name not in data.data_vars:
+            continue
+        da = data[name].rename("change correlation")
+        for coords, sub in _panels(da, [d for d in da.dims if d != "readout"]):
+            table = _curve_table(sub, "time")
+            table.insert(0, "prediction", _panel_name(label, coords))
+            tables.append(table)
+    frames.append(("hidden change correlation\n(prediction vs actual)",
+                   pd.concat(tables, ignore_index=True), "time", "change correlation",
+                   data["kernel_distance"]))
+    sweep = [d for d in data["kernel_distance"].dims if d != "time"]
+    # one colour per sweep value in every panel; the predictions are the dashes
+    return _line_panels(frames, sweep[0] if len(sweep) == 1 else None, None, log_y=False,
+                        what="the kernel-path figure", col_wrap=col_wrap)

@@ -13,9 +13,16 @@ from typing import Any
 import xarray as xr
 from matplotlib.figure import Figure
 
-from repkernel.plot.curves import fidelity_curves, grouping_curves, loss_curves, multitask_scores
+from repkernel.plot.curves import (
+    fidelity_curves,
+    grouping_curves,
+    kernel_path_curves,
+    loss_curves,
+    multitask_scores,
+)
 from repkernel.plot.data import Data, _kernel_part, _named, _select, _sources
 from repkernel.plot.heatmaps import (
+    influence_heatmaps,
     kernel_eigenvector_heatmaps,
     pseudo_kernel_heatmap,
     rsm_heatmaps,
@@ -60,6 +67,12 @@ FIGURES: dict[str, FigureKind] = {
     "loss": FigureKind(loss_curves, "training and probe loss over training"),
     "grouping": FigureKind(grouping_curves, "group_agreement over training", data="kernel",
                            variable="group_agreement"),
+    "influence": FigureKind(influence_heatmaps, "training source x probe task influence on "
+                            "the hidden representation", data="kernel", times="times",
+                            heatmap=True, variable="influence"),
+    "kernel-path": FigureKind(kernel_path_curves, "eNTK distance along actual training next to "
+                              "the forecast's change correlation", data="kernel",
+                              variable="kernel_distance"),
 }
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import seaborn as sns
@@ -411,3 +411,52 @@ def pseudo_kernel_heatmap(data: xr.DataArray | xr.Dataset, reduce: str | None = 
     return _facet_heatmaps([(name, da, label)], "item", "train_item", signed=reduce is None,
                            what="the pseudo-kernel figure", col_wrap=col_wrap, axes_of=axes_of,
                            panel=PSEUDO_KERNEL_PANEL)
+
+
+def _influence_matrix(influence: xr.DataArray, group: str) -> xr.DataArray:
+    """(time, source, probe_<group>): root-mean-square influence of each source over the probe
+    items of each ``group`` value and the hidden units."""
+    if group not in influence.coords or influence[group].dims != ("item",):
+        labels = [str(c) for c in influence.coords if influence[c].dims == ("item",)]
+        raise ValueError(f"unknown probe label {group!r}: the probes have {labels}")
+    units = [d for d in ("layer", "unit") if d in influence.dims]
+    matrix = np.sqrt((influence**2).mean(units).groupby(group).mean())
+    return matrix.rename({group: f"probe_{group}"}).transpose("time", "source", f"probe_{group}")
+
+
+@_styled
+def influence_heatmaps(data: xr.Dataset | Mapping[str, xr.Dataset],
+                       times: Sequence[int] | None = None, group: str = "task",
+                       scale: str = "panel", vmin: float | None = None,
+                       vmax: float | None = None) -> Figure:
+    """Which training source moves which probe group's representation: source x probe-group
+    matrices of the root-mean-square influence (repkernel.influence; rows: the sources, e.g.
+    training tasks with by="task"; columns: the probes grouped by their label ``group``) over
+    checkpoints ``times`` (default first, middle, last). data: an influence result, or several
+    by name (e.g. the forecast's and the leave-out retraining's, side by side). scale "panel":
+    each matrix divided by its largest entry (the pattern at every checkpoint, whatever its
+    size); "shared": absolute values on one colour scale.
+    """
+    if scale not in ("panel", "shared"):
+        raise ValueError(f"scale must be 'panel' or 'shared', got {scale!r}")
+    single = isinstance(data, xr.Dataset)  # a Dataset is a Mapping too
+    results = [("forecast", data)] if single or not isinstance(data, Mapping) else data.items()
+    named = []
+    for name, ds in results:
+        if not isinstance(ds, xr.Dataset) or "influence" not in ds.data_vars:
+            raise ValueError("the influence figure needs a result of repkernel.influence (a "
+                             "Dataset with an 'influence' variable), or several by name")
+        matrix = _influence_matrix(ds["influence"], group)
+        if scale == "panel":
+            largest = matrix.max(("source", f"probe_{group}"))
+            matrix = matrix / largest.where(largest > 0, 1)
+        named.append((str(name), matrix))
+    named, steps = _at_times(named, times, "the influence figure")
+
+    def axes_of(da):
+        return _value_axis(da, "source"), _value_axis(da, da.dims[-1])
+
+    label = "influence on the hidden representation (RMS" + (
+        ", / largest in panel)" if scale == "panel" else ")")
+    return _matrix_heatmaps(named, steps, axes_of, MAGNITUDE_CMAP, label,
+                            "the influence figure", False, (vmin or 0.0, vmax))
