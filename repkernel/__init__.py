@@ -59,6 +59,7 @@ from repkernel.similarity import (
 from repkernel.training import DivergenceError, train
 from repkernel.version import __version__
 from repkernel.wide import WideMLP, infinite_width_kernels
+from repkernel.wrapped import WrappedNetwork, wrap
 
 __all__ = [
     "MLP",
@@ -71,6 +72,7 @@ __all__ = [
     "RepresentationNetwork",
     "Stage",
     "WideMLP",
+    "WrappedNetwork",
     "__version__",
     "adjusted_rand_index",
     "angular_shape_distance",
@@ -129,4 +131,5 @@ __all__ = [
     "threads",
     "threads_for",
     "train",
+    "wrap",
 ]

@@ -31,6 +31,7 @@ from repkernel.environments import MultitaskEnvironment
 from repkernel.networks import (
     NETWORKS,
     RepresentationNetwork,
+    check_patterns,
     network_from_config,
     placed,
     represent_at,
@@ -260,11 +261,13 @@ def network_from_result(dataset: xr.Dataset) -> RepresentationNetwork:
     if not isinstance(cfg, dict) or "kind" not in cfg:
         raise ValueError("the result's config has no network entry: pass the network with "
                          "network=")
-    if cfg["kind"] not in NETWORKS:
+    wrapped = cfg["kind"] == "wrapped"  # rebuilt from its recorded source, if it has one
+    if cfg["kind"] not in NETWORKS and not wrapped:
         raise ValueError(f"cannot rebuild a network of kind {cfg['kind']!r}: pass it with "
                          f"network=")
     dtype = DTYPES.get(str(dataset.attrs.get("dtype", "float64")), torch.float64)
-    env = environment_from_result(dataset) if NETWORKS[cfg["kind"]].needs_environment else None
+    env = (environment_from_result(dataset)
+           if not wrapped and NETWORKS[cfg["kind"]].needs_environment else None)
     trainable = config.get("trainable", cfg.get("trainable", "all"))
     net = network_from_config({**cfg, "trainable": trainable}, env, dtype)
     if "weights" in dataset and dataset.sizes["parameter"] != net.n_parameters:
@@ -379,7 +382,12 @@ def _place(network: RepresentationNetwork) -> tuple[torch.device, torch.dtype]:
 
 
 def _check_fits(network: RepresentationNetwork, env: MultitaskEnvironment) -> None:
+    """A MultitaskNetwork built for ``env``, or any other network (e.g. a wrapped module) that
+    takes the environment's stimuli and cues and has one output per response unit."""
     net_env = network.config.get("environment")
+    if network.config.get("kind") == "wrapped":
+        check_patterns(network, env.patterns([1], 1), "the environment's patterns")
+        return
     if network.config.get("kind") != "multitask" or net_env is None:
         raise ValueError("multitask evaluation needs a MultitaskNetwork (task cues in, F units "
                          "per output dimension out)")
