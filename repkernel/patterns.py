@@ -10,6 +10,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from repkernel.losses import one_hot
+
 
 @dataclass(frozen=True, eq=False)
 class PatternSet:
@@ -127,12 +129,21 @@ class PatternSet:
         )
 
 
-def pattern_set(x, y, c=None, labels=None, description=None) -> PatternSet:
-    """Build a PatternSet from array-likes (stored as float64 CPU tensors)."""
+def pattern_set(x, y, c=None, labels=None, description=None,
+                n_classes: int | None = None) -> PatternSet:
+    """Build a PatternSet from array-likes (stored as float64 CPU tensors).
+
+    y: targets (n, O), or integer class labels (n,), one-hot encoded into (n, n_classes) columns
+    (default n_classes: the largest label + 1) and kept as the label ``class``."""
     def tensor(a):
         return None if a is None else torch.as_tensor(np.asarray(a), dtype=torch.float64)
 
+    labels = dict(labels or {})
+    classes = np.asarray(y)
+    if classes.ndim == 1 and np.issubdtype(classes.dtype, np.integer):
+        y = one_hot(torch.as_tensor(classes), n_classes or int(classes.max()) + 1)
+        labels.setdefault("class", classes)
     return PatternSet(
-        x=tensor(x), y=tensor(y), c=tensor(c), labels=dict(labels or {}),
+        x=tensor(x), y=tensor(y), c=tensor(c), labels=labels,
         description=dict(description or {}),
     )
