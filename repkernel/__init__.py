@@ -41,6 +41,7 @@ from repkernel.posterior import gp_posterior, posterior
 from repkernel.results import checkpoint_steps, config_of, load, save
 from repkernel.similarity import (
     adjusted_rand_index,
+    align_items,
     angular_shape_distance,
     cca_similarity,
     change_alignment,
@@ -75,6 +76,7 @@ __all__ = [
     "WrappedNetwork",
     "__version__",
     "adjusted_rand_index",
+    "align_items",
     "angular_shape_distance",
     "band_figure",
     "batch_loss",
