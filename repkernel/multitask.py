@@ -340,6 +340,22 @@ def evaluate_multitask(
         raise ValueError(f"evaluate_multitask needs a network or a result Dataset, got "
                          f"{type(result_or_network).__name__}")
     result = result_or_network
+    output, lead, coords, (device, dtype) = outputs_at_weights(
+        result, patterns, network, device, dtype, check=lambda net: _check_fits(net, env))
+    ds = score_outputs(output, patterns, env, dims=lead, coords=coords)
+    config = {**config_of(result), "evaluate": evaluation}
+    ds.attrs.update(provenance(config, device, dtype, str(result.attrs.get("source", "actual"))))
+    return ds
+
+
+def outputs_at_weights(result: xr.Dataset, patterns: PatternSet,
+                       network: RepresentationNetwork | None = None, device=None, dtype=None,
+                       check=None):
+    """The network's outputs on ``patterns`` at every weight vector of a result
+    (weights(..., parameter); a forecast's are the same for every readout): (output tensor
+    (*lead, n, O), lead dims, their coords, (device, dtype)). ``network`` default: rebuilt from
+    the result (network_from_result), on cpu and the result's dtype; ``check(net)`` may refuse
+    it."""
     if "weights" not in result:
         raise ValueError("the result has no weights(time, parameter): train or forecast with "
                          "record_weights=True")
@@ -358,7 +374,8 @@ def evaluate_multitask(
         raise ValueError(f"the network has {net.n_parameters} trainable weights but the result "
                          f"has {weights.sizes['parameter']}: pass the network it was trained "
                          "from with network=")
-    _check_fits(net, env)
+    if check is not None:
+        check(net)
     device, dtype = _place(net)
     lead = [d for d in weights.dims if d != "parameter"]
     weights = weights.transpose(*lead, "parameter")
@@ -370,10 +387,24 @@ def evaluate_multitask(
     output = flat.reshape(*thetas.shape[:-1], *flat.shape[1:])
     coords = {name: (coord.dims, coord.values) for name, coord in weights.coords.items()
               if name != "parameter" and "parameter" not in coord.dims}
-    ds = score_outputs(output, patterns, env, dims=lead, coords=coords)
-    config = {**config_of(result), "evaluate": evaluation}
-    ds.attrs.update(provenance(config, device, dtype, str(result.attrs.get("source", "actual"))))
-    return ds
+    return output, lead, coords, (device, dtype)
+
+
+def classification_accuracy(result: xr.Dataset, patterns: PatternSet,
+                            network: RepresentationNetwork | None = None, device=None,
+                            dtype=None) -> xr.DataArray:
+    """Accuracy of a classifier on ``patterns`` at every weight vector of a result (trained, or a
+    forecast's weights with the network evaluated there): the fraction of patterns whose largest
+    output is the target's largest, argmax_o f_o(x_i) = argmax_o y_io; dims those of the
+    result's weights but ``parameter`` (time, sweep dims)."""
+    output, lead, coords, _ = outputs_at_weights(result, patterns, network, device, dtype)
+    target = patterns.y.argmax(-1).to(output.device)
+    correct = (output.argmax(-1) == target).to(torch.float64).mean(-1)
+    return xr.DataArray(correct.cpu().numpy(), dims=lead, coords=coords, name="accuracy",
+                        attrs={"long_name": "classification accuracy",
+                               "description": "fraction of patterns whose largest output is "
+                                              "their target's largest",
+                               "patterns": len(patterns)})
 
 
 def _place(network: RepresentationNetwork) -> tuple[torch.device, torch.dtype]:
