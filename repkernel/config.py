@@ -402,9 +402,8 @@ def build(raw: Mapping[str, Any], extra_sections: tuple[str, ...] = ()) -> Setup
             env_cfg["n"], env_cfg["singular_values"], seed=env_cfg["seed"])
 
     problems = []
-    needs_environment = (not is_source(net_cfg["kind"])
-                         and NETWORKS[net_cfg["kind"]].needs_environment)
-    if (env is None) == needs_environment:
+    source = is_source(net_cfg["kind"])  # a user's builder may take cues or not
+    if not source and (env is None) == NETWORKS[net_cfg["kind"]].needs_environment:
         fitting = [kind for kind, network in NETWORKS.items()
                    if network.needs_environment == (env is not None)]
         problems.append(f"[network].kind: {net_cfg['kind']!r} does not fit environment "
@@ -421,7 +420,12 @@ def build(raw: Mapping[str, Any], extra_sections: tuple[str, ...] = ()) -> Setup
     if problems:
         raise ConfigError(problems)
 
-    network = network_from_config(net_cfg, env, DTYPES[cfg["run"]["dtype"]])
+    try:
+        network = network_from_config(net_cfg, env, DTYPES[cfg["run"]["dtype"]])
+    except ValueError as error:
+        if not source:
+            raise
+        raise ConfigError([f"[network].kind: {error}"]) from None
     curriculum = _build_curriculum(cur_cfg, env, train_set)
     if probe_cfg["source"] == "sample":
         probes = env.sample(probe_cfg["n"], _k_probs_dict(probe_cfg["k_probs"]),

@@ -220,7 +220,11 @@ def from_source(source: str, options: Mapping[str, Any] | None = None,
     module), in ``dtype``, with a config that records source and options (so it can be
     rebuilt)."""
     options = dict(options or {})
-    network = builder(source)(**options)
+    try:
+        network = builder(source)(**options)
+    except TypeError as error:
+        raise ValueError(f"network builder {source!r} does not take the options {options} "
+                         f"({error}): give only its keyword arguments") from None
     if not isinstance(network, RepresentationNetwork):
         raise ValueError(f"network builder {source!r} returned a {type(network).__name__}: "
                          f"return a repkernel network, e.g. rk.wrap(module, hidden=...)")

@@ -9,6 +9,7 @@ from torch import nn
 
 import repkernel as rk
 from repkernel.multitask import evaluate_multitask, network_from_result
+from repkernel.networks import network_from_config
 from repkernel.results import config_of
 
 
@@ -178,3 +179,42 @@ def test_bad_input_gets_one_line(call, message):
     with pytest.raises(ValueError, match=message) as error:
         call(seq, _patterns())
     assert "\n" not in str(error.value)
+
+
+BUILDER = '''
+import torch
+from torch import nn
+import repkernel as rk
+
+
+def net(width=4, seed=0):
+    torch.manual_seed(seed)
+    return rk.wrap(nn.Sequential(nn.Linear(3, width), nn.Tanh(), nn.Linear(width, 3)).double(),
+                   hidden="1")
+'''
+
+
+def test_a_network_named_by_its_builder_is_rebuilt_from_saved_results(tmp_path):
+    from repkernel.config import ConfigError, build
+    from repkernel.multitask import classification_accuracy
+
+    (tmp_path / "my_model.py").write_text(BUILDER)
+    source = f"{tmp_path / 'my_model.py'}:net"
+    rng = np.random.default_rng(0)
+    patterns = rk.pattern_set(rng.normal(size=(9, 3)), rng.integers(0, 3, 9), n_classes=3)
+    net = network_from_config({"kind": source, "width": 5, "seed": 3})
+    assert net.n_parameters == 3 * 5 + 5 + 5 * 3 + 3
+    assert net.config["source"] == source and net.config["options"] == {"width": 5, "seed": 3}
+    curriculum = rk.Curriculum((rk.Stage(patterns, 20, 0.5, loss="cross_entropy"),))
+    actual = rk.train(net, curriculum, patterns, checkpoints=3)
+    path = rk.save(actual, tmp_path / "actual.nc")
+    rebuilt = network_from_result(rk.load(path))
+    torch.testing.assert_close(rebuilt.flat_parameters(), net.flat_parameters())
+    accuracy = classification_accuracy(rk.load(path), patterns)
+    expected = [float((torch.as_tensor(f).argmax(-1) == patterns.y.argmax(-1)).double().mean())
+                for f in actual.output.values]
+    np.testing.assert_allclose(accuracy.values, expected)
+    with pytest.raises(ConfigError, match=r"no file .*missing\.py"):
+        build({"network": {"kind": "missing:net"}})
+    with pytest.raises(ValueError, match=r"no file .*missing\.py"):
+        network_from_config({"kind": "missing:net"})
