@@ -22,7 +22,7 @@ def test_bring_your_own_model_example_runs_and_forecasts_well():
     namespace: dict = {}
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
-        exec(compile(code, str(README), "exec"), namespace)  # noqa: S102 (our own README)
+        exec(compile(code, str(README), "exec"), namespace)  # our own README
     fidelity, actual = namespace["fidelity"], namespace["actual"]
     change = fidelity.hidden_change_correlation.sel(readout="network").values[-1]
     assert float(printed.getvalue()) == change

@@ -113,6 +113,10 @@ def test_wrapped_network_through_every_entry_point(tmp_path):
     assert modes.sizes["mode"] == 3 and (modes.eigenvalue.diff("mode") <= 0).all()
     forecast = rk.forecast(net, curriculum, probes, checkpoints=3, relinearize="auto")
     actual = rk.train(net, curriculum, probes, checkpoints=3)
+    flow = rk.forecast(net, curriculum, probes, checkpoints=3, time="continuous",
+                       factorization="krylov", dtype=torch.float32)
+    assert flow.attrs["dtype"] == "float32" and flow.output.notnull().all()
+    assert rk.ntk(net, probes, dtype=torch.float32).dtype == np.float32
     compared = rk.compare(forecast.sel(readout="linear", layer=0), actual.sel(layer=0))
     assert float(compared.hidden_rsa.isel(time=0)) == pytest.approx(1.0)
     path = rk.save(actual, tmp_path / "actual.nc")
