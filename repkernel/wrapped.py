@@ -9,7 +9,9 @@ forward hooks on the named submodules, registered for the duration of one forwar
     the output of submodule ``output``), flattened per item.
 
 ``wrap`` holds a copy of the module (``network.module``), so nothing of the caller's module is
-modified (not its hooks, not its parameters' requires_grad). Trainable parameters are those with
+modified (not its hooks, not its parameters' requires_grad). The copy runs in eval mode (dropout
+off, batch norm on its running statistics): kernels and forecasts need the network to be a
+deterministic function of its weights. Trainable parameters are those with
 ``requires_grad`` (``set_trainable`` takes the module's own parameter names, e.g. "0.weight").
 Hidden sizes are read off the first forward call (every repkernel entry point makes one).
 
@@ -73,7 +75,7 @@ class WrappedNetwork(RepresentationNetwork):
                                  f"close names are {_closest(name, names)}")
         if not any(True for _ in module.parameters()):
             raise ValueError(f"the {type(module).__name__} has no parameters to train")
-        self.module = copy.deepcopy(module)
+        self.module = copy.deepcopy(module).eval()
         self.hidden_layers, self.output_layer = tuple(layers), output
         self.input_shape = None if input_shape is None else tuple(int(s) for s in input_shape)
         self._sizes: tuple[int, ...] | None = None

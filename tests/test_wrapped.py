@@ -131,7 +131,11 @@ def test_trainable_follows_set_trainable_and_the_callers_module_is_untouched():
     seq = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).double()
     net = rk.wrap(seq, hidden="1").set_trainable(["2.weight", "2.bias"])
     assert net.n_parameters == 4 * 2 + 2
-    assert all(p.requires_grad for p in seq.parameters())
+    assert all(p.requires_grad for p in seq.parameters()) and seq.training
+    seq[0].bias.requires_grad_(False)  # a frozen parameter of the module stays frozen
+    assert rk.wrap(seq, hidden="1").trainable_names() == [
+        "module.0.weight", "module.2.weight", "module.2.bias"]
+    seq[0].bias.requires_grad_(True)
     probes = _patterns(4)
     rk.ntk(net, probes)
     assert not any(m._forward_hooks for m in seq.modules())

@@ -13,7 +13,13 @@ from typing import Any
 import xarray as xr
 from matplotlib.figure import Figure
 
-from repkernel.plot.curves import fidelity_curves, grouping_curves, loss_curves, multitask_scores
+from repkernel.plot.curves import (
+    accuracy_curves,
+    fidelity_curves,
+    grouping_curves,
+    loss_curves,
+    multitask_scores,
+)
 from repkernel.plot.data import Data, _kernel_part, _named, _select, _sources
 from repkernel.plot.heatmaps import (
     kernel_eigenvector_heatmaps,
@@ -60,6 +66,8 @@ FIGURES: dict[str, FigureKind] = {
     "loss": FigureKind(loss_curves, "training and probe loss over training"),
     "grouping": FigureKind(grouping_curves, "group_agreement over training", data="kernel",
                            variable="group_agreement"),
+    "accuracy": FigureKind(accuracy_curves, "test accuracy of trained and forecast weights",
+                           data="all", variable="accuracy"),
 }
 
 
