@@ -66,7 +66,7 @@ FIGURES: dict[str, FigureKind] = {
     "loss": FigureKind(loss_curves, "training and probe loss over training"),
     "grouping": FigureKind(grouping_curves, "group_agreement over training", data="kernel",
                            variable="group_agreement"),
-    "accuracy": FigureKind(accuracy_curves, "test accuracy of trained and forecast weights",
+    "accuracy": FigureKind(accuracy_curves, "test accuracy over training",
                            data="all", variable="accuracy"),
 }
 
