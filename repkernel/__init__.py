@@ -43,6 +43,7 @@ from repkernel.posterior import gp_posterior, posterior
 from repkernel.results import checkpoint_steps, config_of, load, save
 from repkernel.similarity import (
     adjusted_rand_index,
+    align_items,
     angular_shape_distance,
     cca_similarity,
     change_alignment,
@@ -61,6 +62,7 @@ from repkernel.similarity import (
 from repkernel.training import DivergenceError, train
 from repkernel.version import __version__
 from repkernel.wide import WideMLP, infinite_width_kernels
+from repkernel.wrapped import WrappedNetwork, wrap
 
 __all__ = [
     "MLP",
@@ -73,8 +75,10 @@ __all__ = [
     "RepresentationNetwork",
     "Stage",
     "WideMLP",
+    "WrappedNetwork",
     "__version__",
     "adjusted_rand_index",
+    "align_items",
     "angular_shape_distance",
     "band_figure",
     "batch_loss",
@@ -135,4 +139,5 @@ __all__ = [
     "threads",
     "threads_for",
     "train",
+    "wrap",
 ]

@@ -3,15 +3,18 @@ and probes. Every problem in a configuration is reported at once, each with its 
 (``[section].key``), in one ConfigError.
 
 Sections (all keys optional unless said; defaults are the published main setup, REFERENCE.md C):
-  [environment] kind = "multitask" | "step_function" | "deep_linear_modes"
+  [environment] kind = "multitask" | "step_function" | "deep_linear_modes" | "digits"
                 input_dims, features, output_dims, tasks ("all" or task indices)   (multitask)
                 n_train, n_test (step_function); n, singular_values, seed (deep_linear_modes)
+                n_train, n_test, seed (digits: scikit-learn's bundled handwritten digits)
   [network]     kind = a name of repkernel.networks.NETWORKS ("multitask", "mlp",
                 "deep_linear"); the options of that kind's constructor, defaults its own
                 (multitask: hidden, init_scale, bias, seed, activation, output_activation,
                 initial_task_similarity, task_weight_scale; mlp: sizes, activation, bias,
                 init_scale, seed, output_activation; deep_linear: sizes, init_scale, seed);
-                trainable = "all" or weight-group names
+                trainable = "all" or weight-group names; or kind = "file.py:function" (or
+                "module:function"), a builder returning a repkernel network (e.g. rk.wrap of a
+                torch module), its other keys the builder's keyword arguments
   [curriculum]  preset = "interleaved" | "blocked" | "single_then_concurrent" | "mixed" |
                 "dataset" (the environment's own training set); n, steps, lr, batch, reduction,
                 (blocked splits the n patterns and the steps evenly over the tasks)
@@ -42,6 +45,7 @@ from repkernel.curriculum import Curriculum, Stage, split_evenly
 from repkernel.environments import (
     MultitaskEnvironment,
     deep_linear_modes_task,
+    digits_task,
     step_function_task,
 )
 from repkernel.losses import LOSSES, REDUCTIONS
@@ -53,6 +57,7 @@ from repkernel.networks import (
     network_options,
 )
 from repkernel.patterns import PatternSet
+from repkernel.wrapped import is_source
 
 
 class ConfigError(ValueError):
@@ -171,7 +176,8 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64}
 Spec = dict[str, tuple[Any, Callable[[Any], bool], str]]
 SCHEMA: dict[str, Spec] = {
     "environment": {
-        "kind": choice("multitask", ("multitask", "step_function", "deep_linear_modes")),
+        "kind": choice("multitask", ("multitask", "step_function", "deep_linear_modes",
+                                     "digits")),
         "input_dims": (4, positive_int, "a positive integer"),
         "features": (3, positive_int, "a positive integer"),
         "output_dims": (3, positive_int, "a positive integer"),
@@ -187,7 +193,8 @@ SCHEMA: dict[str, Spec] = {
     # kind, trainable and the checks of network options; which options a kind takes and their
     # defaults come from its constructor (networks.network_options), so REQUIRED is no default
     "network": {
-        "kind": choice("multitask", NETWORKS),
+        "kind": ("multitask", lambda v: v in NETWORKS or is_source(v),
+                 f"one of {list(NETWORKS)} or a builder 'file.py:function'"),
         "hidden": (REQUIRED, positive_int, "a positive integer"),
         "init_scale": (REQUIRED, lambda v: v is None or positive_number(v), "a positive number"),
         "bias": (REQUIRED, lambda v: number(v) or isinstance(v, bool),
@@ -293,6 +300,8 @@ def _network_section(given: Mapping[str, Any], spec: Spec, problems: list[str]
     if not spec["kind"][1](kind):
         problems.append(f"[network].kind: must be {spec['kind'][2]}, got {kind!r}")
         return dict(given)
+    if is_source(kind):  # a user's builder: its options are its keyword arguments
+        return {"trainable": spec["trainable"][0], **given}
     options = network_options(kind)
     known = ["kind", *options, "trainable"]
     values = {"kind": kind, **options, "trainable": spec["trainable"][0]}
@@ -315,6 +324,8 @@ def network_as_run(section: Mapping[str, Any]) -> dict[str, Any]:
     constructor defaults) and trainable; keys of other kinds dropped (older configs list
     every kind's keys)."""
     kind = section.get("kind", SCHEMA["network"]["kind"][0])
+    if is_source(kind):
+        return {"trainable": SCHEMA["network"]["trainable"][0], **section}
     options = network_options(kind) if kind in NETWORKS else {}
     return {"kind": kind, **{k: section.get(k, v) for k, v in options.items()},
             "trainable": section.get("trainable", SCHEMA["network"]["trainable"][0])}
@@ -381,13 +392,18 @@ def build(raw: Mapping[str, Any], extra_sections: tuple[str, ...] = ()) -> Setup
     elif env_cfg["kind"] == "step_function":
         env = None
         train_set, test_set = step_function_task(env_cfg["n_train"], env_cfg["n_test"])
+    elif env_cfg["kind"] == "digits":
+        env = None
+        train_set, test_set = digits_task(env_cfg["n_train"], env_cfg["n_test"],
+                                          env_cfg["seed"])
     else:
         env = None
         train_set = test_set = deep_linear_modes_task(
             env_cfg["n"], env_cfg["singular_values"], seed=env_cfg["seed"])
 
     problems = []
-    if (env is None) == NETWORKS[net_cfg["kind"]].needs_environment:
+    source = is_source(net_cfg["kind"])  # a user's builder may take cues or not
+    if not source and (env is None) == NETWORKS[net_cfg["kind"]].needs_environment:
         fitting = [kind for kind, network in NETWORKS.items()
                    if network.needs_environment == (env is not None)]
         problems.append(f"[network].kind: {net_cfg['kind']!r} does not fit environment "
@@ -404,7 +420,12 @@ def build(raw: Mapping[str, Any], extra_sections: tuple[str, ...] = ()) -> Setup
     if problems:
         raise ConfigError(problems)
 
-    network = network_from_config(net_cfg, env, DTYPES[cfg["run"]["dtype"]])
+    try:
+        network = network_from_config(net_cfg, env, DTYPES[cfg["run"]["dtype"]])
+    except ValueError as error:
+        if not source:
+            raise
+        raise ConfigError([f"[network].kind: {error}"]) from None
     curriculum = _build_curriculum(cur_cfg, env, train_set)
     if probe_cfg["source"] == "sample":
         probes = env.sample(probe_cfg["n"], _k_probs_dict(probe_cfg["k_probs"]),

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from repkernel.environments import MultitaskEnvironment
-from repkernel.losses import check_loss
+from repkernel.losses import check_loss, check_targets
 from repkernel.patterns import PatternSet
 
 
@@ -40,6 +40,10 @@ class Stage:
 
     def __post_init__(self) -> None:
         check_loss(self.loss, self.reduction)
+        try:
+            check_targets(self.patterns.y, self.loss)
+        except ValueError as error:
+            raise ValueError(f"stage {self.name!r}: {error}") from None
         if not isinstance(self.steps, (int, np.integer)) or self.steps < 0:
             raise ValueError(f"stage {self.name!r}: steps must be a non-negative integer, "
                              f"got {self.steps!r}")

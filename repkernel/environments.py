@@ -245,3 +245,30 @@ def deep_linear_modes_task(
     return pattern_set(x, x @ w, description={
         "kind": "deep_linear_modes", "n": n, "singular_values": list(map(float, singular_values)),
         "n_out": n_out, "seed": seed})
+
+
+DIGITS = 1797  # images in scikit-learn's bundled handwritten digits
+
+
+def digits_task(n_train: int = 500, n_test: int = 500, seed: int = 0
+                ) -> tuple[PatternSet, PatternSet]:
+    """scikit-learn's bundled handwritten digits (8 x 8 images, 10 classes; no download): two
+    disjoint random draws of n_train and n_test images, pixels scaled to [0, 1] (x, (n, 64)),
+    one-hot targets (n, 10); labels ``class`` (the digit) and ``image`` (index in the data set).
+    """
+    from sklearn.datasets import load_digits
+
+    if n_train + n_test > DIGITS:
+        raise ValueError(f"the digits data set has {DIGITS} images, n_train + n_test = "
+                         f"{n_train + n_test}: draw fewer")
+    data = load_digits()
+    order = np.random.default_rng(seed).permutation(DIGITS)
+
+    def make(rows, role):
+        return pattern_set(data.images[rows] / 16.0, data.target[rows].astype(np.int64),
+                           n_classes=10,
+                           labels={"image": rows},
+                           description={"kind": "digits", "role": role, "n": len(rows),
+                                        "seed": seed})
+
+    return make(order[:n_train], "train"), make(order[n_train:n_train + n_test], "test")

@@ -24,9 +24,9 @@ JacobianOperator: no nO x nO matrix, memory linear in n). The Krylov space span{
 ...} holds every c_k(Theta) r_0; Lanczos stops when the result at the segment's checkpoints stops
 changing at round-off, so a short segment needs few vectors (about sqrt(rho lam_max L) for a
 segment of L steps) and a long frozen stage more.
-Other losses (bce) iterate the function-space system f_{k+1} = f_k - rho Theta_ss g(f_k)
-(continuous: an adaptive ODE solver), accumulating the dual coefficients a = sum_k rho g(f_k), so
-theta = theta_start - J_s^T a.
+Other losses (bce, cross_entropy) iterate the function-space system
+f_{k+1} = f_k - rho Theta_ss g(f_k) (continuous: an adaptive ODE solver), accumulating the dual
+coefficients a = sum_k rho g(f_k), so theta = theta_start - J_s^T a.
 
 Stages run in order with the kernel frozen at theta_0 (relinearize=1, the published forecast):
 stage s starts from the forecast weights at the end of stage s - 1. relinearize=R splits each

@@ -50,7 +50,9 @@ from repkernel.networks import (
     ACTIVATIONS,
     MLP,
     MultitaskNetwork,
+    NetworkInputError,
     RepresentationNetwork,
+    not_a_network,
     placed,
 )
 from repkernel.patterns import PatternSet
@@ -87,9 +89,7 @@ def _check_block_size(block_size) -> None:
 def _network(network, device, dtype) -> RepresentationNetwork:
     """The network on device/dtype (a copy only when it must move), checked."""
     if not isinstance(network, RepresentationNetwork):
-        raise ValueError(f"network must be a repkernel RepresentationNetwork, got "
-                         f"{type(network).__name__}: subclass RepresentationNetwork with "
-                         f"forward(x, c) -> (hidden tuple, output)")
+        raise ValueError(not_a_network(network))
     if network.n_parameters == 0:
         raise ValueError("the network has no trainable parameters, so every kernel is zero: "
                          "choose weight groups with network.set_trainable(...)")
@@ -111,8 +111,9 @@ def _patterns_on(net, patterns, role: str):
     weight = next(iter(net.parameters()))
     x, c, y = patterns.to(weight.device, weight.dtype)
     try:
-        with torch.no_grad():
-            _, output = net(x[:1], None if c is None else c[:1])
+        output = net.check_inputs(x[:1], None if c is None else c[:1])
+    except NetworkInputError as error:
+        raise ValueError(f"{role} patterns: {error}") from None
     except RuntimeError as error:
         raise ValueError(f"{role} patterns do not fit the network ({error}): use patterns made "
                          f"for this network") from None

@@ -31,6 +31,7 @@ from repkernel.environments import MultitaskEnvironment
 from repkernel.networks import (
     NETWORKS,
     RepresentationNetwork,
+    check_patterns,
     network_from_config,
     placed,
     represent_at,
@@ -260,11 +261,13 @@ def network_from_result(dataset: xr.Dataset) -> RepresentationNetwork:
     if not isinstance(cfg, dict) or "kind" not in cfg:
         raise ValueError("the result's config has no network entry: pass the network with "
                          "network=")
-    if cfg["kind"] not in NETWORKS:
+    wrapped = cfg["kind"] == "wrapped"  # rebuilt from its recorded source, if it has one
+    if cfg["kind"] not in NETWORKS and not wrapped:
         raise ValueError(f"cannot rebuild a network of kind {cfg['kind']!r}: pass it with "
                          f"network=")
     dtype = DTYPES.get(str(dataset.attrs.get("dtype", "float64")), torch.float64)
-    env = environment_from_result(dataset) if NETWORKS[cfg["kind"]].needs_environment else None
+    env = (environment_from_result(dataset)
+           if not wrapped and NETWORKS[cfg["kind"]].needs_environment else None)
     trainable = config.get("trainable", cfg.get("trainable", "all"))
     net = network_from_config({**cfg, "trainable": trainable}, env, dtype)
     if "weights" in dataset and dataset.sizes["parameter"] != net.n_parameters:
@@ -337,6 +340,22 @@ def evaluate_multitask(
         raise ValueError(f"evaluate_multitask needs a network or a result Dataset, got "
                          f"{type(result_or_network).__name__}")
     result = result_or_network
+    output, lead, coords, (device, dtype) = outputs_at_weights(
+        result, patterns, network, device, dtype, check=lambda net: _check_fits(net, env))
+    ds = score_outputs(output, patterns, env, dims=lead, coords=coords)
+    config = {**config_of(result), "evaluate": evaluation}
+    ds.attrs.update(provenance(config, device, dtype, str(result.attrs.get("source", "actual"))))
+    return ds
+
+
+def outputs_at_weights(result: xr.Dataset, patterns: PatternSet,
+                       network: RepresentationNetwork | None = None, device=None, dtype=None,
+                       check=None):
+    """The network's outputs on ``patterns`` at every weight vector of a result
+    (weights(..., parameter); a forecast's are the same for every readout): (output tensor
+    (*lead, n, O), lead dims, their coords, (device, dtype)). ``network`` default: rebuilt from
+    the result (network_from_result), on cpu and the result's dtype; ``check(net)`` may refuse
+    it."""
     if "weights" not in result:
         raise ValueError("the result has no weights(time, parameter): train or forecast with "
                          "record_weights=True")
@@ -355,7 +374,8 @@ def evaluate_multitask(
         raise ValueError(f"the network has {net.n_parameters} trainable weights but the result "
                          f"has {weights.sizes['parameter']}: pass the network it was trained "
                          "from with network=")
-    _check_fits(net, env)
+    if check is not None:
+        check(net)
     device, dtype = _place(net)
     lead = [d for d in weights.dims if d != "parameter"]
     weights = weights.transpose(*lead, "parameter")
@@ -367,10 +387,24 @@ def evaluate_multitask(
     output = flat.reshape(*thetas.shape[:-1], *flat.shape[1:])
     coords = {name: (coord.dims, coord.values) for name, coord in weights.coords.items()
               if name != "parameter" and "parameter" not in coord.dims}
-    ds = score_outputs(output, patterns, env, dims=lead, coords=coords)
-    config = {**config_of(result), "evaluate": evaluation}
-    ds.attrs.update(provenance(config, device, dtype, str(result.attrs.get("source", "actual"))))
-    return ds
+    return output, lead, coords, (device, dtype)
+
+
+def classification_accuracy(result: xr.Dataset, patterns: PatternSet,
+                            network: RepresentationNetwork | None = None, device=None,
+                            dtype=None) -> xr.DataArray:
+    """Accuracy of a classifier on ``patterns`` at every weight vector of a result (trained, or a
+    forecast's weights with the network evaluated there): the fraction of patterns whose largest
+    output is the target's largest, argmax_o f_o(x_i) = argmax_o y_io; dims those of the
+    result's weights but ``parameter`` (time, sweep dims)."""
+    output, lead, coords, _ = outputs_at_weights(result, patterns, network, device, dtype)
+    target = patterns.y.argmax(-1).to(output.device)
+    correct = (output.argmax(-1) == target).to(torch.float64).mean(-1)
+    return xr.DataArray(correct.cpu().numpy(), dims=lead, coords=coords, name="accuracy",
+                        attrs={"long_name": "classification accuracy",
+                               "description": "fraction of patterns whose largest output is "
+                                              "their target's largest",
+                               "patterns": len(patterns)})
 
 
 def _place(network: RepresentationNetwork) -> tuple[torch.device, torch.dtype]:
@@ -379,7 +413,12 @@ def _place(network: RepresentationNetwork) -> tuple[torch.device, torch.dtype]:
 
 
 def _check_fits(network: RepresentationNetwork, env: MultitaskEnvironment) -> None:
+    """A MultitaskNetwork built for ``env``, or any other network (e.g. a wrapped module) that
+    takes the environment's stimuli and cues and has one output per response unit."""
     net_env = network.config.get("environment")
+    if network.config.get("kind") == "wrapped":
+        check_patterns(network, env.patterns([1], 1), "the environment's patterns")
+        return
     if network.config.get("kind") != "multitask" or net_env is None:
         raise ValueError("multitask evaluation needs a MultitaskNetwork (task cues in, F units "
                          "per output dimension out)")

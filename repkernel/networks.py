@@ -87,6 +87,13 @@ class RepresentationNetwork(nn.Module):
         raise NotImplementedError(f"{type(self).__name__} must define forward(x, c) -> "
                                   f"(hidden tuple, output)")
 
+    def check_inputs(self, x: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
+        """The output (n, O) on a few patterns, run to check that the network takes them
+        (ValueError, or the RuntimeError of a shape mismatch, when not); a subclass adds its
+        own checks (repkernel.wrapped)."""
+        with torch.no_grad():
+            return self(x, c)[1]
+
     def represent(self, patterns: PatternSet) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
         """Hidden representations (one (n, H_l) per layer) and output (n, O) for a PatternSet,
         on this network's device and dtype."""
@@ -166,10 +173,26 @@ def _device(device) -> torch.device:
     return device
 
 
+class NetworkInputError(ValueError):
+    """A network cannot run on the stimuli it was given (the message names shapes and fix)."""
+
+
+def not_a_network(value: Any) -> str:
+    """The one-line error for something passed as a network that is not a repkernel one."""
+    if isinstance(value, nn.Module):
+        return (f"a {type(value).__name__} is not a repkernel network: wrap it with "
+                f"rk.wrap(module, hidden=[names of its hidden submodules])")
+    return (f"expected a repkernel network, got {type(value).__name__}: build one (rk.MLP, "
+            f"...) or wrap a torch module with rk.wrap(module, hidden=...)")
+
+
 def placed(network: RepresentationNetwork, device=None, dtype=None) -> RepresentationNetwork:
     """``network`` on ``device`` with ``dtype`` (defaults: its own); a copy whenever it has to
-    move, so the caller's network is never modified. ValueError for a device that is not there
-    or a dtype that is not a torch floating dtype."""
+    move, so the caller's network is never modified. ValueError for something that is not a
+    RepresentationNetwork (naming rk.wrap), a device that is not there or a dtype that is not a
+    torch floating dtype."""
+    if not isinstance(network, RepresentationNetwork):
+        raise ValueError(not_a_network(network))
     if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
         raise ValueError(f"dtype must be a torch floating dtype, got {dtype!r}: e.g. "
                          f"dtype=torch.float64 or torch.float32")
@@ -188,8 +211,9 @@ def check_patterns(network: RepresentationNetwork, patterns: PatternSet, name: s
     x, c, y = patterns[:1].to(weight.device, weight.dtype)
     widths = f"{x.shape[1]} inputs" + ("" if c is None else f", {c.shape[1]} cues")
     try:
-        with torch.no_grad():
-            _, output = network(x, c)
+        output = network.check_inputs(x, c)
+    except NetworkInputError as error:
+        raise ValueError(f"{name}: {error}") from None
     except (RuntimeError, ValueError) as error:
         raise ValueError(f"{name} do not fit the network ({widths}: "
                          f"{str(error).splitlines()[0]}): make them from the network's own "
@@ -402,6 +426,10 @@ def network_from_config(config: Mapping[str, Any], env: MultitaskEnvironment | N
     ``environment`` entry is ignored: pass ``env``, needed by kinds with needs_environment).
     """
     kind = config.get("kind")
+    if kind == "wrapped" or (isinstance(kind, str) and ":" in kind):
+        from repkernel.wrapped import rebuild
+
+        return rebuild(config, dtype).set_trainable(config.get("trainable", "all"))
     options = network_options(kind)
     unknown = sorted(set(config) - set(options) - {"kind", "trainable", "environment"})
     if unknown:

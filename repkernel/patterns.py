@@ -10,6 +10,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from repkernel.losses import one_hot
+
 
 @dataclass(frozen=True, eq=False)
 class PatternSet:
@@ -127,12 +129,55 @@ class PatternSet:
         )
 
 
-def pattern_set(x, y, c=None, labels=None, description=None) -> PatternSet:
-    """Build a PatternSet from array-likes (stored as float64 CPU tensors)."""
-    def tensor(a):
-        return None if a is None else torch.as_tensor(np.asarray(a), dtype=torch.float64)
+def pattern_set(x, y, c=None, labels=None, description=None,
+                n_classes: int | None = None, item_dim: str | None = None) -> PatternSet:
+    """Build a PatternSet from numpy arrays, torch tensors or xarray DataArrays (stored as
+    float64 CPU tensors).
 
-    return PatternSet(
-        x=tensor(x), y=tensor(y), c=tensor(c), labels=dict(labels or {}),
-        description=dict(description or {}),
-    )
+    x: stimuli (n, D), or (n, ...) flattened per item (e.g. images (n, 8, 8) -> (n, 64); a
+    wrapped network restores the shape with ``input_shape``). y: targets (n, O), or integer
+    class labels (n,), one-hot encoded into (n, n_classes) columns (default n_classes: the
+    largest label + 1) and kept as the label ``class``. DataArrays: their item dim is
+    ``item_dim`` (default: the first dim) and every coordinate along it (stimulus names,
+    categories) becomes a label, hence an item coordinate of results; x's and y's labels must
+    agree where both have one.
+    """
+    labels = dict(labels or {})
+    x, y, c = (_values(a, "xyc"[i], item_dim, labels) for i, a in enumerate((x, y, c)))
+    if y.ndim == 1 and np.issubdtype(y.dtype, np.integer):
+        labels.setdefault("class", y)
+        y = one_hot(torch.as_tensor(y), n_classes or int(y.max()) + 1).numpy()
+    description = dict(description or {})
+    if x.ndim > 2:
+        description.setdefault("item_shape", list(x.shape[1:]))
+        x = x.reshape(len(x), -1)
+
+    def tensor(a):
+        return None if a is None else torch.as_tensor(a, dtype=torch.float64)
+
+    return PatternSet(x=tensor(x), y=tensor(y), c=tensor(c), labels=labels,
+                      description=description)
+
+
+def _values(a, name: str, item_dim: str | None, labels: dict) -> np.ndarray | None:
+    """a as a numpy array; a DataArray's item coordinates added to ``labels``."""
+    if a is None:
+        return None
+    if isinstance(a, torch.Tensor):
+        return a.detach().cpu().numpy()
+    if type(a).__name__ == "DataArray":
+        dim = item_dim or a.dims[0]
+        if dim not in a.dims:
+            raise ValueError(f"{name} has dims {a.dims} but no item dim {dim!r}: give "
+                             f"item_dim= the dim that lists the patterns")
+        a = a.transpose(dim, ...)
+        for coord in a.coords:
+            if a[coord].dims != (dim,) or coord == "item":
+                continue
+            values = np.asarray(a[coord].values)
+            if coord in labels and not np.array_equal(labels[coord], values):
+                raise ValueError(f"label {coord!r} of {name} differs from the one already given "
+                                 f"(x's or labels=): give the same items in the same order")
+            labels[coord] = values
+        return np.asarray(a.values)
+    return np.asarray(a)

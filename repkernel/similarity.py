@@ -114,6 +114,9 @@ def _apply(function: Callable, inputs: Sequence[Any], core_dims: Sequence[Sequen
             raise ValueError(f"{name} has dims {tuple(map(str, x.dims))} but no {missing[0]!r}: "
                              f"name its dims with item_dim=... and unit_dim=...")
         labelled.append(x)
+    if core_dims[0]:  # the first core dim is the items: measured data may list them reordered
+        labelled = [labelled[0], *(_match_items(labelled[0], x, core_dims[0][0])
+                                   for x in labelled[1:])]
     try:
         xr.align(*labelled, join="exact", exclude=set(exclude), copy=False)
     except ValueError as error:
@@ -123,6 +126,56 @@ def _apply(function: Callable, inputs: Sequence[Any], core_dims: Sequence[Sequen
     return xr.apply_ufunc(blocked, *labelled, input_core_dims=[list(d) for d in core_dims],
                           output_core_dims=[list(d) for d in output_core_dims],
                           exclude_dims=set(exclude), keep_attrs=False)
+
+
+def _match_items(a: xr.DataArray, b: xr.DataArray, item_dim: str) -> xr.DataArray:
+    """b with its items in a's order where the two share an item coordinate (other than the item
+    index) holding the same labels in another order (measured data, e.g.); b as it is
+    otherwise."""
+    if item_dim not in a.dims or item_dim not in b.dims:
+        return b
+    for name in _item_coordinates(a, item_dim):
+        if name in b.coords and b[name].dims == (item_dim,) and not np.array_equal(
+                a[name].values, b[name].values):
+            return align_items(a, b, name, item_dim=item_dim)[1]
+    return b
+
+
+def _item_coordinates(x: xr.DataArray, item_dim: str) -> list[str]:
+    return [str(c) for c in x.coords if x[c].dims == (item_dim,) and c != item_dim]
+
+
+def align_items(a: xr.DataArray, b: xr.DataArray, by: str, *, item_dim: str = "item"
+                ) -> tuple[xr.DataArray, xr.DataArray]:
+    """(a, b) with b's items put in a's order by the labels of coordinate ``by``, and b given a's
+    item coordinates: e.g. a model's hidden(item, unit) whose items carry ``stimulus`` labels
+    and measured responses with the same stimuli in another order, on dim ``item_dim`` or on a
+    dim named ``by``. ValueError (one line) when the labels are not the same set, each once."""
+    if not isinstance(a, xr.DataArray) or not isinstance(b, xr.DataArray):
+        raise ValueError("align_items needs two DataArrays")
+    if by in b.dims and item_dim not in b.dims:  # measured items on a dim named by the labels
+        b = b.rename({by: item_dim}).assign_coords({by: (item_dim, b[by].values)})
+    for name, x in (("a", a), ("b", b)):
+        if by not in x.coords or x[by].dims != (item_dim,):
+            raise ValueError(f"{name} has no item coordinate {by!r} along {item_dim!r} (it has "
+                             f"{_item_coordinates(x, item_dim) or 'none'}): label the items of "
+                             f"both with the same coordinate")
+    labels_a, labels_b = (np.asarray(x[by].values) for x in (a, b))
+    for name, labels in (("a", labels_a), ("b", labels_b)):
+        unique, counts = np.unique(labels, return_counts=True)
+        if (counts > 1).any():
+            raise ValueError(f"{name}'s {by!r} labels repeat ({unique[counts > 1][:3].tolist()}):"
+                             f" align by a coordinate that names each item once")
+    only_a = np.setdiff1d(labels_a, labels_b)[:3].tolist()
+    only_b = np.setdiff1d(labels_b, labels_a)[:3].tolist()
+    if only_a or only_b:
+        raise ValueError(f"the items of a and b differ by {by!r} (only in a: {only_a}, only in "
+                         f"b: {only_b}): select the same items in both")
+    position = {label: i for i, label in enumerate(labels_b.tolist())}
+    order = np.array([position[label] for label in labels_a.tolist()])
+    b = b.isel({item_dim: order}).drop_vars(_item_coordinates(b, item_dim) + [
+        c for c in [item_dim] if c in b.coords])
+    return a, b.assign_coords({c: a[c] for c in a.coords if a[c].dims == (item_dim,)})
 
 
 def _named(result: Any, name: str) -> Any:
@@ -367,7 +420,11 @@ def _rsa(a: np.ndarray, b: np.ndarray, method: str, rsm_method: str,
     if a.shape[-1] < 3:
         raise ValueError(f"RSA needs at least 3 items (2 matrix entries above the diagonal), "
                          f"got {a.shape[-1]}")
-    u, v = _upper_triangle(a), _upper_triangle(b)
+    return _agreement(_upper_triangle(a), _upper_triangle(b), method)
+
+
+def _agreement(u: np.ndarray, v: np.ndarray, method: str) -> np.ndarray:
+    """rsa's agreement of matrix entries u, v (..., T) along the last axis."""
     if method == "spearman":
         return _pearson(scipy.stats.rankdata(u, axis=-1), scipy.stats.rankdata(v, axis=-1))
     if method == "kendall_tau_a":
@@ -375,8 +432,34 @@ def _rsa(a: np.ndarray, b: np.ndarray, method: str, rsm_method: str,
     return _pearson(u, v)
 
 
+def _rsa_interval(a: np.ndarray, b: np.ndarray, method: str, rsm_method: str,
+                  precomputed: bool, samples: int, confidence: float, seed: int
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(rsa, low, high): rsa and the percentile interval of rsa over ``samples`` bootstrap draws
+    of the items (m drawn with replacement from m; the RSMs restricted to the drawn items, pairs
+    of two copies of one item left out, since an item always matches itself)."""
+    value = _rsa(a, b, method, rsm_method, precomputed)
+    if not precomputed:
+        a, b = _rsm(_floats(a, "a"), rsm_method), _rsm(_floats(b, "b"), rsm_method)
+    m = a.shape[-1]
+    rows, columns = np.triu_indices(m, 1)
+    generator = np.random.default_rng(seed)
+    draws = []
+    for _ in range(samples):
+        items = generator.integers(0, m, m)
+        i, j = items[rows], items[columns]
+        keep = i != j
+        draws.append(_agreement(a[..., i[keep], j[keep]], b[..., i[keep], j[keep]], method))
+    tail = (1 - confidence) / 2
+    with warnings.catch_warnings():  # a draw of nearly one item has no defined agreement
+        warnings.simplefilter("ignore", RuntimeWarning)
+        low, high = np.nanquantile(np.stack(draws, -1), [tail, 1 - tail], axis=-1)
+    return value, low, high
+
+
 def rsa(a: Array, b: Array, method: str = "pearson", rsm_method: str = "pearson",
-        precomputed: bool = False, *, item_dim: str = "item", unit_dim: str = "unit") -> Array:
+        precomputed: bool = False, *, item_dim: str = "item", unit_dim: str = "unit",
+        bootstrap: int | None = None, confidence: float = 0.95, seed: int = 0) -> Array:
     """Representational similarity analysis: agreement of the RSMs of a and b (higher = closer).
 
     a, b: representations (..., items, units_a), (..., items, units_b), whose RSMs (``rsm`` with
@@ -393,7 +476,19 @@ def rsa(a: Array, b: Array, method: str = "pearson", rsm_method: str = "pearson"
     items with a single unit). Square, symmetric, zero-diagonal a or b without
     ``precomputed=True`` (RDMs compared as if they were representations: a second-order RSA)
     give a UserWarning.
+    DataArrays whose items share a coordinate (e.g. ``stimulus``) holding the same labels in
+    another order (a model's items and measured responses) are compared item by item
+    (align_items); labels that differ raise ValueError.
+    bootstrap=N: also the ``confidence`` percentile interval over N bootstrap draws of the items
+    (seeded by ``seed``): {"rsa", "rsa_low", "rsa_high"} (a Dataset for DataArrays).
     """
+    if bootstrap is not None:
+        if isinstance(bootstrap, bool) or not isinstance(bootstrap, (int, np.integer)) or (
+                bootstrap < 1):
+            raise ValueError(f"bootstrap must be a number of draws >= 1, got {bootstrap!r}: "
+                             f"e.g. bootstrap=1000")
+        if not 0 < confidence < 1:
+            raise ValueError(f"confidence must be in (0, 1), got {confidence!r}: e.g. 0.95")
     _choice(method, RSA_METHODS, "rsa method")
     _choice(rsm_method, RSM_METHODS, "rsm_method")
     second = _second(item_dim) if precomputed else unit_dim
@@ -403,9 +498,18 @@ def rsa(a: Array, b: Array, method: str = "pearson", rsm_method: str = "pearson"
                 warnings.warn(f"{name} is square, symmetric and zero on the diagonal, like an "
                               f"RDM: pass precomputed=True to compare the matrices themselves "
                               f"(without it rsa compares the RSMs of their rows)", stacklevel=2)
+    exclude = () if precomputed else (unit_dim,)
+    if bootstrap is not None:
+        result = _apply(lambda u, v: _rsa_interval(u, v, method, rsm_method, precomputed,
+                                                   bootstrap, confidence, seed), [a, b],
+                        [(item_dim, second)] * 2, [(), (), ()], ["a", "b"], exclude=exclude)
+        _warn_undefined(result[0], "rsa", "an RSM there is constant over item pairs")
+        result = _outputs(result, ("rsa", "rsa_low", "rsa_high"))
+        if isinstance(result, xr.Dataset):
+            result.attrs.update(bootstrap=int(bootstrap), confidence=float(confidence))
+        return result
     result = _apply(lambda u, v: _rsa(u, v, method, rsm_method, precomputed), [a, b],
-                    [(item_dim, second)] * 2, [()], ["a", "b"],
-                    exclude=() if precomputed else (unit_dim,))
+                    [(item_dim, second)] * 2, [()], ["a", "b"], exclude=exclude)
     _warn_undefined(result, "rsa", "an RSM there is constant over item pairs (e.g. all items "
                     "alike) or not defined (a Pearson RSM of items with one unit, or with all "
                     "units equal), or an input holds a nan")

@@ -2,15 +2,20 @@
 sweep cell, and combines the cells into one result with the sweep dims.
 
 A study file holds the run sections of repkernel.config ([environment], [network], [curriculum],
-[probes], [run]) plus:
+[probes], [run]; a [network] kind "file.py:function" names a builder in a file next to the study)
+plus:
   [study]     name, claim (the published or new claim it tests), figure (what it reproduces),
               compute = any of "kernel", "train", "forecast", "compare", "evaluate"
   [sweep]     "section.key" = [values, ...]: the grid (cartesian product), e.g.
               "network.init_scale" = [0.1, 1.0], "network.seed" = [0, 1, 2]
   [forecast]  time, relinearize (segments per stage or "auto"), tolerance, readout (arguments
               of repkernel.forecast)
-  [compare]   metrics (names of repkernel.similarity.METRICS)
-  [evaluate]  k, stimuli (arguments of repkernel.evaluate_multitask)
+  [compare]   metrics (names of repkernel.similarity.METRICS); item_means: a probe label whose
+              per-label mean representations (e.g. class means) are compared too
+              (group compare_means)
+  [evaluate]  k, stimuli (arguments of repkernel.evaluate_multitask); for a data set with a
+              test set and cross-entropy stages: the test accuracy of the trained network and
+              of the network at the forecast weights (group classification)
   [kernel]    what, target, stage, on, n_eigenvectors, clusters (k-means groups of the leading
               eigenvectors, 0: none), method, max_gb (arguments of
               repkernel.kernel_results.kernel_result)
@@ -56,10 +61,11 @@ from repkernel.config import (
 )
 from repkernel.kernel_results import KERNELS, ON, kernel_result
 from repkernel.kernels import METHODS, TARGETS
-from repkernel.multitask import evaluate_multitask
+from repkernel.multitask import classification_accuracy, evaluate_multitask
 from repkernel.plot import FIGURES
 from repkernel.results import package_version
 from repkernel.similarity import DEFAULT_METRICS, METRICS, compare
+from repkernel.wrapped import is_source, resolve_source
 
 COMPUTE = ("kernel", "train", "forecast", "compare", "evaluate")
 
@@ -85,6 +91,9 @@ STUDY_SCHEMA: dict[str, Spec] = {
     },
     "compare": {
         "metrics": choices(list(DEFAULT_METRICS), METRICS),
+        "item_means": ("", lambda v: isinstance(v, str),
+                       "a probe label (e.g. 'class') whose per-label mean representations are "
+                       "compared too, or '' for none"),
     },
     "evaluate": {
         "k": (list(_EVALUATE["k"]),
@@ -137,9 +146,12 @@ class Study:
 
     def cells(self) -> list[Cell]:
         keys = list(self.sweep)
+        # a dim whose values mix types (relinearize = [1, "auto"]) gets text coordinates
+        mixed = {k for k in keys if len({type(_coordinate(v)) for v in self.sweep[k]}) > 1}
         cells = []
         for values in itertools.product(*(self.sweep[k] for k in keys)):
-            coords = {_dim(k): _coordinate(v) for k, v in zip(keys, values)}
+            coords = {_dim(k): str(v) if k in mixed else _coordinate(v)
+                      for k, v in zip(keys, values)}
             cell_config = copy.deepcopy(self.config)
             for key, value in zip(keys, values):
                 section, name = key.split(".")
@@ -189,6 +201,12 @@ def load_study(source: str | os.PathLike | Mapping[str, Any] | None = None,
         raw = copy.deepcopy(dict(source))
     else:
         raw = configuration.load_toml(source)
+        network = raw.get("network")
+        if isinstance(network, dict) and is_source(network.get("kind")):
+            try:  # a user's network builder lives next to the study file
+                network["kind"] = resolve_source(network["kind"], Path(source).parent)
+            except ValueError as error:
+                raise ConfigError([f"[network].kind: {error}"]) from None
     problems: list[str] = []
     sweep_raw = raw.pop("sweep", {})
     smoke_raw = raw.pop("smoke", {})
@@ -270,8 +288,21 @@ def run_cell(cell: Cell, progress: Callable[[int], None] | None = None) -> xr.Da
             groups["kernel"]["group_agreement"] = xr.concat(
                 agreement, dim=xr.DataArray(sources, dims="source", name="source"))
     if "compare" in compute:
+        options = cell.config["compare"]
         groups["compare"] = compare(groups["forecast"], groups["actual"],
-                                    metrics=cell.config["compare"]["metrics"])
+                                    metrics=options["metrics"])
+        if options["item_means"]:
+            label = options["item_means"]
+            groups["compare_means"] = compare(
+                _item_means(groups["forecast"], label), _item_means(groups["actual"], label),
+                metrics=options["metrics"], item_dim=label)
+    classes = all(stage.loss == "cross_entropy" for stage in setup.curriculum.stages)
+    if "evaluate" in compute and setup.test_set is not None and classes:
+        sources = [source for source in ("actual", "forecast") if source in groups]
+        accuracy = [classification_accuracy(groups[source], setup.test_set,
+                                            network=setup.network) for source in sources]
+        groups["classification"] = xr.concat(
+            accuracy, dim=xr.DataArray(sources, dims="source", name="source")).to_dataset()
     if "evaluate" in compute and setup.environment is not None:
         options = cell.config["evaluate"]
         sources = [source for source in ("actual", "forecast") if source in groups]
@@ -287,6 +318,23 @@ def run_cell(cell: Cell, progress: Callable[[int], None] | None = None) -> xr.Da
              "config": json.dumps(cell.config, sort_keys=True, default=str)}
     return xr.DataTree.from_dict({"/": xr.Dataset(attrs=attrs), **{f"/{k}": v
                                                                     for k, v in groups.items()}})
+
+
+def _item_means(result: xr.Dataset, label: str) -> xr.Dataset:
+    """hidden and output averaged over the items of each value of probe label ``label``
+    (dim ``label``), e.g. class-mean representations."""
+    if label not in result.coords:
+        raise ValueError(f"[compare].item_means: the probes have no label {label!r} (labels: "
+                         f"{[str(c) for c in result.coords if result[c].dims == ('item',)]})")
+    means = result[["hidden", "output"]].groupby(label).mean("item")
+    return means.assign_coords(time=result["time"])
+
+
+def _padding(ds: xr.Dataset) -> dict[str, Any]:
+    """Fill values of a padded segment log: -1 for whole numbers (a NaN cast to an integer
+    would be garbage in the file), NaN for the rest."""
+    return {name: -1 if ds[name].dtype.kind in "iu" else np.nan for name in ds.data_vars
+            if "segment" in ds[name].dims}
 
 
 def save_tree(tree: xr.DataTree, path: str | os.PathLike) -> Path:
@@ -413,8 +461,8 @@ def combine(study: Study, out: str | os.PathLike) -> xr.DataTree:
         # adaptive forecasts re-linearize a different number of times per cell: pad the
         # segment log, so that cells stack along the sweep dims only
         longest = max(ds.sizes.get("segment", 0) for ds in datasets)
-        datasets = [ds.reindex(segment=np.arange(longest)) if "segment" in ds.dims else ds
-                    for ds in datasets]
+        datasets = [ds.reindex(segment=np.arange(longest), fill_value=_padding(ds))
+                    if "segment" in ds.dims else ds for ds in datasets]
         groups[f"/{group}"] = (xr.combine_by_coords(
             datasets, data_vars="all", coords="different", compat="no_conflicts", join="outer",
             combine_attrs="drop_conflicts")

@@ -171,6 +171,15 @@ def test_every_study_runs_at_smoke_size_with_figures(path, tmp_path):
     if "multitask" in combined.children:  # scores of both sources, labelled
         sources = combined["multitask"].to_dataset()["source"].values.tolist()
         assert sources == ["actual", "forecast"][:len(sources)] and sources
+    if "classification" in combined.children:  # test accuracy of trained and forecast nets
+        accuracy = combined["classification"].to_dataset()["accuracy"]
+        assert accuracy["source"].values.tolist() == ["actual", "forecast"]
+        assert ((accuracy >= 0) & (accuracy <= 1)).all()
+    if "compare_means" in combined.children:  # per-label means (classes): alike at step 0
+        rsa = combined["compare_means"].to_dataset()["hidden_rsa"]
+        assert float(abs(rsa.isel(time=0) - 1).max()) < 1e-9
+    if "segment_start" in combined.children.get("forecast", {}):  # padding stays readable
+        assert (combined["forecast"]["segment_start"] >= -1).all()
     for group in combined.children:  # every cell on one checkpoint grid: nothing NaN-padded
         data = combined[group].to_dataset()
         assert {key.split(".", 1)[1] for key in study.sweep} <= set(data.dims)

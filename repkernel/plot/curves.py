@@ -28,7 +28,14 @@ from repkernel.plot.axes import (
     _time_label,
     _wrap,
 )
-from repkernel.plot.data import Data, _comparison, _drop_empty, _multitask_part, _named
+from repkernel.plot.data import (
+    Data,
+    _comparison,
+    _drop_empty,
+    _group,
+    _multitask_part,
+    _named,
+)
 from repkernel.plot.style import LINE_PANEL, _styled
 
 LOSS_LABELS = {"loss": "training loss", "probe_loss": "probe loss",
@@ -256,6 +263,23 @@ def grouping_curves(kernel: xr.Dataset) -> Figure:
         da = da.rename(source="weights")
     ds = da.to_dataset().drop_vars([c for c in da.coords if c not in da.dims])
     return fidelity_curves(ds, metrics=["group_agreement"],
+                           style="weights" if "weights" in ds.dims else None)
+
+
+def accuracy_curves(data: xr.Dataset | Data) -> Figure:
+    """Test accuracy over training of the trained network (solid) and of the network at the
+    forecast weights (dashed): a study's ``classification`` group or a Dataset with
+    ``accuracy(source, time)`` (repkernel.multitask.classification_accuracy); sweep dims as
+    colours."""
+    ds = data if isinstance(data, xr.Dataset) else _group(data, "classification")
+    if ds is None or "accuracy" not in ds.data_vars:
+        raise ValueError("an accuracy figure needs accuracy(source, time): a study of a data "
+                         "set with cross-entropy stages and compute = [..., 'evaluate']")
+    da = ds["accuracy"].assign_attrs(long_name="test accuracy")
+    if "source" in da.dims:  # "source" would split the panel; here it is a line style
+        da = da.rename(source="weights")
+    ds = da.to_dataset().drop_vars([c for c in da.coords if c not in da.dims])
+    return fidelity_curves(ds, metrics=["accuracy"],
                            style="weights" if "weights" in ds.dims else None)
 
 

@@ -14,6 +14,7 @@ import xarray as xr
 from matplotlib.figure import Figure
 
 from repkernel.plot.curves import (
+    accuracy_curves,
     fidelity_curves,
     grouping_curves,
     kernel_path_curves,
@@ -73,6 +74,8 @@ FIGURES: dict[str, FigureKind] = {
     "kernel-path": FigureKind(kernel_path_curves, "eNTK distance along actual training next to "
                               "the forecast's change correlation", data="kernel",
                               variable="kernel_distance"),
+    "accuracy": FigureKind(accuracy_curves, "test accuracy over training",
+                           data="all", variable="accuracy"),
 }
 
 
