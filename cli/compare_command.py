@@ -6,10 +6,12 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from repkernel_cli import options
 from repkernel_cli.app import app, user_errors
 from repkernel_cli.files import load_run_result, print_table
 
 from repkernel import results
+from repkernel.cpu_threads import threads as cpu_threads
 from repkernel.similarity import DEFAULT_METRICS, METRICS, metric_names
 
 
@@ -47,15 +49,18 @@ def compare(
         "comparison.nc"),
     metrics: Annotated[str, typer.Option(
         help=f"Comma-separated metrics: {', '.join(METRICS)}.")] = ",".join(DEFAULT_METRICS),
+    threads: options.Threads = 1,
 ) -> None:
     """Compare the hidden representations and outputs of two results with the same probes and
     checkpoints at every checkpoint (change alignment, RSA, CKA, Procrustes, ...); write netCDF
     and print the last checkpoint's values."""
     from repkernel.similarity import compare as compare_results
 
+    results.check_writable(out)  # before any work
     names = parse_metrics(metrics)
     first, second = (load_run_result(path, "compare", "compare", "comparison") for path in (a, b))
-    comparison = compare_results(first, second, metrics=names)
+    with cpu_threads(threads):
+        comparison = compare_results(first, second, metrics=names)
     comparison.attrs.update(a_file=str(a), b_file=str(b))
     results.save(comparison, out)
     step = f" at step {int(comparison['time'][-1])}" if "time" in comparison.dims else ""

@@ -24,6 +24,9 @@ Preset = Annotated[str | None, typer.Option(help="Curriculum preset.")]
 Checkpoints = Annotated[int | None, typer.Option(help="Number of checkpoints.")]
 Device = Annotated[str | None, typer.Option(help="torch device, e.g. cpu or cuda.")]
 Dtype = Annotated[str | None, typer.Option(help="float32 or float64.")]
+Threads = Annotated[int | None, typer.Option(
+    min=1, help="CPU threads torch and numpy use inside one operation (default: one for the "
+    "small networks of the studies, where more threads only cost; [run].threads).")]
 
 # flag -> (option, configuration section, key): the run flags train, forecast and kernel share
 RUN_FLAGS: dict[str, tuple[Any, str, str]] = {
@@ -37,6 +40,7 @@ RUN_FLAGS: dict[str, tuple[Any, str, str]] = {
     "checkpoints": (Checkpoints, "run", "checkpoints"),
     "device": (Device, "run", "device"),
     "dtype": (Dtype, "run", "dtype"),
+    "threads": (Threads, "run", "threads"),
 }
 
 
