@@ -56,11 +56,14 @@ def run_overrides(**flags) -> dict:
 
 def build_setup(config: Path | None, **flags):
     """The validated run (repkernel.config.Setup) of a TOML file (or the defaults) with the
-    given flags merged over it."""
+    given flags merged over it; its device checked (before any work)."""
     from repkernel import config as configuration
+    from repkernel.networks import check_device
 
     raw = configuration.load_toml(config) if config else {}
-    return configuration.build(configuration.merge(raw, run_overrides(**flags)))
+    setup = configuration.build(configuration.merge(raw, run_overrides(**flags)))
+    check_device(setup.device)
+    return setup
 
 
 def with_setup(skip: Sequence[str] = ()) -> Callable[[Callable], Callable]:
