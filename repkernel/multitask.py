@@ -39,7 +39,7 @@ from repkernel.patterns import PatternSet
 from repkernel.results import config_of, provenance
 
 SCORES = ("luce", "accuracy", "error")
-LONG_NAMES = {"luce": "P(correct) (Luce ratio)", "accuracy": "accuracy (argmax)",
+LONG_NAMES = {"luce": "Luce ratio P(correct)", "accuracy": "accuracy (argmax)",
               "error": "task-restricted squared error"}
 
 
@@ -228,6 +228,8 @@ def score_outputs(
         if base is not None:
             ds[name].attrs["long_name"] = (f"{LONG_NAMES[base]}, single minus concurrent"
                                            if "_cost" in name else LONG_NAMES[base])
+            if base in ("luce", "accuracy") and "_cost" not in name:  # guessing among features
+                ds[name].attrs["chance"] = 1 / env.n_features
         else:
             ds[name].attrs.update(long_name=f"throughput, {name.split('_')[1]}",
                                   units="correct responses per unit time")

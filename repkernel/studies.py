@@ -527,7 +527,9 @@ def render_figures(study: Study, combined: xr.DataTree, folder: str | os.PathLik
         with plot.paper_style():
             figure = plot.render(kind, combined, times=times, select=select)
         try:
-            paths += [plot.save_figure(figure, folder / f"{kind}.{suffix}") for suffix in formats]
+            for suffix in formats:
+                paths.append(plot.save_figure(figure, folder / f"{kind}.{suffix}"))
+                figure.set_layout_engine("none")  # laid out once: later formats reuse it
         finally:
             plt.close(figure)
     if progress and kinds:
