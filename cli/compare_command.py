@@ -25,15 +25,19 @@ def parse_metrics(value: str) -> tuple[str, ...]:
 
 
 def summary_rows(comparison) -> list[tuple[str, ...]]:
-    """One row per variable at the last checkpoint, one column per metric; other dims (a
-    forecast's readout, sweep dims) are averaged, NaN ignored."""
+    """One row per variable (and per readout of a forecast: 'hidden (linear)') at the last
+    checkpoint, one column per metric; other dims (sweep dims) are averaged, NaN ignored."""
     last = comparison.isel(time=-1) if "time" in comparison.dims else comparison
     variables = list(dict.fromkeys(name.split("_", 1)[0] for name in last.data_vars))
     suffixes = list(dict.fromkeys(name.split("_", 1)[1] for name in last.data_vars))
+    readouts = ([str(r) for r in last["readout"].values] if "readout" in last.dims else [None])
     rows = [("", *suffixes)]
     for variable in variables:
-        rows.append((variable, *(f"{float(last[f'{variable}_{s}'].mean()):.4f}"
-                                 if f"{variable}_{s}" in last else "" for s in suffixes)))
+        for readout in readouts:
+            at = last if readout is None else last.sel(readout=readout)
+            label = variable if readout is None else f"{variable} ({readout})"
+            rows.append((label, *(f"{float(at[f'{variable}_{s}'].mean()):.4f}"
+                                  if f"{variable}_{s}" in at else "" for s in suffixes)))
     return rows
 
 

@@ -293,9 +293,17 @@ def write_atomic(path: str | os.PathLike, write: Callable[[str], Any], mode: int
 
 
 def save(dataset: xr.Dataset | xr.DataTree, path: str | os.PathLike) -> Path:
-    """Write a result (a Dataset, or a DataTree of them) as netCDF atomically (write_atomic)."""
+    """Write a result (a Dataset, or a DataTree of them) as netCDF atomically (write_atomic).
+    A DataTree's root names its groups (attribute ``groups``, and ``open_with``), because
+    xarray.open_dataset of such a file shows only the empty root."""
     if isinstance(dataset, xr.DataTree):
-        return write_atomic(path, dataset.map_over_datasets(_netcdf_ready).to_netcdf)
+        tree = dataset.map_over_datasets(_netcdf_ready)
+        if tree.children:
+            groups = " ".join(tree.children)
+            tree.attrs = {**tree.attrs, "groups": groups, "open_with": (
+                f"xarray.open_datatree(path), or xarray.open_dataset(path, group=name) for a "
+                f"group name in: {groups}")}
+        return write_atomic(path, tree.to_netcdf)
     return write_atomic(path, _netcdf_ready(dataset).to_netcdf)
 
 

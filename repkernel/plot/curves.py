@@ -283,7 +283,9 @@ SCORE_PREFERENCE = ("luce", "p_correct", "accuracy", "score")
 GROUP_DIMS = ("k", "congruent", "congruency")
 
 
-MAX_CATEGORIES = 4  # sweep values on the multitask x axis shown as categories, not a line
+# Sweep values on the multitask x axis up to this many are categories (standard vs large init):
+# points with bars, not a line; a longer sweep (0.01 ... 3) is a line on a log axis.
+MAX_CATEGORIES = 2
 
 
 # what the multitask scores of a forecast read: the network run at the forecast weights
