@@ -95,7 +95,7 @@ def responses(patterns: PatternSet, env: MultitaskEnvironment) -> Responses:
     k = np.bincount(rows, minlength=len(patterns))
     stimulus = np.asarray(labels.get("stimulus", np.full(len(patterns), -1)))
     if "congruent" in labels:
-        congruent = np.asarray(labels["congruent"], dtype=bool)
+        congruent = np.asarray(labels["congruent"]) != 0  # -1 (single task): cannot conflict
     else:  # congruent: every active task asks for the same feature index
         correct_of = target.argmax(axis=1)
         congruent = np.array([len(set(correct_of[rows == i])) <= 1

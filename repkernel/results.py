@@ -191,9 +191,9 @@ DESCRIPTIONS: dict[str, dict[str, str]] = {
     "output_dim": {"long_name": "output dimension of the item's task",
                    "description": f"output dimension the task writes; {_SINGLE_TASK_ONLY}"},
     "stimulus": {"long_name": "stimulus index"},
-    "congruent": {"long_name": "congruent task set", "description": "whether every active "
-                  "task asks for the same feature index (response); meaningful for k >= 2, "
-                  "True for single tasks (k = 1), which cannot conflict"},
+    "congruent": {"long_name": "congruent task set", "description": "1 if every active task "
+                  "asks for the same feature index (response), 0 if they conflict; -1 for single "
+                  "tasks (k = 1), where congruency is not defined"},
     "x": {"long_name": "input value"},
 }
 
