@@ -105,8 +105,9 @@ def _stage_lines(ax, da: xr.DataArray) -> None:
     stage, time = da["stage"].values, da["time"].values
     for i in np.flatnonzero(np.diff(stage) != 0):
         ax.axvline(time[i], color="0.6", linestyle=":", linewidth=0.8)
-        ax.text(time[i], 1.0, f"stage {int(stage[i + 1])} \u2192", ha="center", va="bottom",
-                transform=ax.get_xaxis_transform(), fontsize=7, color="0.4")
+        if stage.ndim == 1:  # one curriculum (a swept curriculum has stages per cell)
+            ax.text(time[i], 1.0, f"stage {int(stage[i + 1])} \u2192", ha="center",
+                    va="bottom", transform=ax.get_xaxis_transform(), fontsize=7, color="0.4")
 
 
 def _line_panels(frames: list[tuple[str, pd.DataFrame, str, str, xr.DataArray]],
