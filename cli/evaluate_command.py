@@ -12,6 +12,7 @@ from repkernel_cli.files import load_run_result, print_table
 
 from repkernel import results
 from repkernel.config import DTYPES, defaults_of
+from repkernel.cpu_threads import threads as cpu_threads
 from repkernel.multitask import evaluate_multitask
 
 
@@ -66,20 +67,23 @@ def evaluate(
     stimuli: Annotated[str, typer.Option(help="'all' stimuli or how many to sample.")] = "all",
     device: options.Device = None,
     dtype: options.Dtype = None,
+    threads: options.Threads = 1,
 ) -> None:
     """Score every k-task set on every stimulus at every checkpoint of a result (the network
     rebuilt from its config, loaded with each recorded weight vector): Luce ratio P(correct),
     accuracy and task-restricted error per response, means by k and congruency, multitasking
     cost and throughput; write netCDF and print the last checkpoint's summary."""
+    results.check_writable(out)  # before any work
     sizes = task_set_sizes(k)
     if stimuli != "all" and not stimuli.isdigit():
         raise ValueError(f"--stimuli takes 'all' or a number of stimuli, got {stimuli!r}")
     if dtype is not None and dtype not in DTYPES:
         raise ValueError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     data = load_run_result(result, "evaluate", "multitask", "scores")
-    scores = evaluate_multitask(
-        data, None, k=sizes, stimuli=stimuli if stimuli == "all" else int(stimuli),
-        device=device, dtype=None if dtype is None else DTYPES[dtype])
+    with cpu_threads(threads):
+        scores = evaluate_multitask(
+            data, None, k=sizes, stimuli=stimuli if stimuli == "all" else int(stimuli),
+            device=device, dtype=None if dtype is None else DTYPES[dtype])
     results.save(scores, out)
     step = f" at step {int(scores['time'][-1])}" if "time" in scores.dims else ""
     typer.echo(f"wrote {out}: {scores.sizes.get('time', 1)} checkpoints x "

@@ -40,13 +40,14 @@ def forecast(
     """Forecast hidden(time, readout, item, unit) and outputs from the initial weights and the
     curriculum alone (linearized dynamics), in the trainer's layout, and write netCDF. Time is in
     steps; minibatch/online stages are forecast by their full-batch drift."""
+    results.check_writable(out)  # before any work
     with step_progress("forecasting", setup.curriculum.total_steps) as advance:
         result = forecasting.forecast(
             setup.network, setup.curriculum, setup.probes, checkpoints=setup.checkpoints,
             time=time, relinearize=_segments(relinearize), tolerance=tolerance,
             readout=readout or DEFAULT["readout"],
             record_weights=setup.config["run"]["record_weights"], device=setup.device,
-            dtype=setup.dtype, progress=advance)
+            dtype=setup.dtype, progress=advance, threads=setup.threads)
     results.save(result, out)
     typer.echo(f"wrote {out}: {result.sizes['time']} checkpoints, {result.sizes['item']} probes,"
                f" readouts {', '.join(result.readout.values)}")

@@ -11,6 +11,7 @@ from repkernel_cli.app import app, user_errors
 
 from repkernel import results
 from repkernel.config import defaults_of
+from repkernel.cpu_threads import threads
 from repkernel.kernel_results import KERNELS, kernel_result
 
 DEFAULT = defaults_of(kernel_result)
@@ -46,7 +47,10 @@ def kernel(
     multitask setup) and write it as netCDF: the eigen-analysis (eigenvector(output_unit, rank,
     item), mean |components| by input feature, k-means groups and their silhouette),
     or the eNTK, pseudo-kernel or loss-weighted kernel on probes x training patterns."""
-    ds = kernel_result(setup, what, target, stage, on, n_eigenvectors, clusters, method, max_gb)
+    results.check_writable(out)  # before any work
+    with threads(setup.threads):
+        ds = kernel_result(setup, what, target, stage, on, n_eigenvectors, clusters, method,
+                           max_gb)
     results.save(ds, out)
     summary = ", ".join(f"{name}{tuple(ds[name].shape)}" for name in ds.data_vars)
     typer.echo(f"wrote {out}: {summary}"

@@ -24,6 +24,9 @@ Preset = Annotated[str | None, typer.Option(help="Curriculum preset.")]
 Checkpoints = Annotated[int | None, typer.Option(help="Number of checkpoints.")]
 Device = Annotated[str | None, typer.Option(help="torch device, e.g. cpu or cuda.")]
 Dtype = Annotated[str | None, typer.Option(help="float32 or float64.")]
+Threads = Annotated[int | None, typer.Option(
+    min=1, help="CPU threads torch and numpy use inside one operation (default: one for the "
+    "small networks of the studies, where more threads only cost; [run].threads).")]
 
 # flag -> (option, configuration section, key): the run flags train, forecast and kernel share
 RUN_FLAGS: dict[str, tuple[Any, str, str]] = {
@@ -37,6 +40,7 @@ RUN_FLAGS: dict[str, tuple[Any, str, str]] = {
     "checkpoints": (Checkpoints, "run", "checkpoints"),
     "device": (Device, "run", "device"),
     "dtype": (Dtype, "run", "dtype"),
+    "threads": (Threads, "run", "threads"),
 }
 
 
@@ -52,11 +56,14 @@ def run_overrides(**flags) -> dict:
 
 def build_setup(config: Path | None, **flags):
     """The validated run (repkernel.config.Setup) of a TOML file (or the defaults) with the
-    given flags merged over it."""
+    given flags merged over it; its device checked (before any work)."""
     from repkernel import config as configuration
+    from repkernel.networks import check_device
 
     raw = configuration.load_toml(config) if config else {}
-    return configuration.build(configuration.merge(raw, run_overrides(**flags)))
+    setup = configuration.build(configuration.merge(raw, run_overrides(**flags)))
+    check_device(setup.device)
+    return setup
 
 
 def with_setup(skip: Sequence[str] = ()) -> Callable[[Callable], Callable]:

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from repkernel_cli import options
 from repkernel_cli.app import app, user_errors
-from repkernel_cli.progress import step_progress
+from repkernel_cli.progress import Feedback
 
 from repkernel import studies
 
@@ -41,6 +41,7 @@ def run(
         "results/default"),
     smoke: Annotated[bool, typer.Option(help="Run the study's reduced [smoke] size.")] = False,
     device: options.Device = None,
+    threads: options.Threads = None,
     workers: Annotated[int, typer.Option(help="Local Dask workers (0: serial).")] = 0,
     scheduler: Annotated[str | None, typer.Option(
         help="Address of an existing Dask scheduler, e.g. tcp://host:8786.")] = None,
@@ -55,12 +56,23 @@ def run(
     overrides = settings(set_ or [])
     if device:
         overrides["run.device"] = device
+    if threads:
+        overrides["run.threads"] = threads
     loaded = studies.load_study(study, smoke=smoke, overrides=overrides)
     cells = loaded.cells()
-    with step_progress(f"{loaded.name}: cells", len(cells)) as advance:
+    with Feedback() as feedback:
+        def cells_done(done: int, total: int) -> None:
+            feedback.update("cells", f"{loaded.name}: cells", done, total)
+
+        def within_cell(cell: studies.Cell, what: str, done: int, total: int) -> None:
+            feedback.update("part", f"{cell.name}: {what}", done, total)
+
         combined = studies.run_study(loaded, out, workers=workers, scheduler=scheduler,
-                                     progress=lambda done, total: advance(done))
+                                     progress=cells_done, cell_progress=within_cell)
+        paths = studies.render_figures(
+            loaded, combined, out / "figures",
+            progress=lambda kind, done, total: feedback.update(
+                "part", f"figures ({kind})", done, total)) if figures else []
     typer.echo(f"wrote {len(cells)} cells and {out / 'combined.nc'}")
-    if figures:
-        for path in studies.render_figures(loaded, combined, out / "figures"):
-            typer.echo(f"figure {path}")
+    for path in paths:
+        typer.echo(f"figure {path}")

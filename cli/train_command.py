@@ -23,11 +23,13 @@ def train(
 ) -> None:
     """Train the network of a configuration (default: the published multitask setup, phase 1,
     standard init) and write hidden(time, item, unit), output, loss and weights as netCDF."""
+    results.check_writable(out)  # before any work
     with step_progress("training", setup.curriculum.total_steps) as advance:
         result = training.train(setup.network, setup.curriculum, setup.probes,
                                 checkpoints=setup.checkpoints,
                                 record_weights=setup.config["run"]["record_weights"],
-                                device=setup.device, dtype=setup.dtype, progress=advance)
+                                device=setup.device, dtype=setup.dtype, progress=advance,
+                                threads=setup.threads)
     results.save(result, out)
     final = float(result.loss.isel(time=-1))
     typer.echo(f"wrote {out}: {result.sizes['time']} checkpoints, {result.sizes['item']} probes, "

@@ -21,11 +21,12 @@ Sections (all keys optional unless said; defaults are the published main setup, 
                 loss, seed, k_probs (single_then_concurrent), p and k (mixed)
   [probes]      source = "sample" | "patterns" | "train" | "test"; n, k_probs, seed (sample);
                 k, stimuli, seed (patterns)
-  [run]         checkpoints, record_weights, device, dtype
+  [run]         checkpoints, record_weights, device, dtype, threads (torch's CPU threads)
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import difflib
 import inspect
@@ -34,7 +35,7 @@ try:
     import tomllib
 except ImportError:  # Python 3.10
     import tomli as tomllib
-from collections.abc import Callable, Collection, Hashable, Mapping
+from collections.abc import Callable, Collection, Hashable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,7 @@ from repkernel.networks import (
     network_options,
 )
 from repkernel.patterns import PatternSet
+from repkernel.results import checkpoint_steps
 from repkernel.wrapped import is_source
 
 
@@ -238,6 +240,8 @@ SCHEMA: dict[str, Spec] = {
         "record_weights": (True, lambda v: isinstance(v, bool), "true or false"),
         "device": ("cpu", _device, "a torch device such as 'cpu' or 'cuda:0'"),
         "dtype": choice("float64", DTYPES),
+        "threads": ("auto", lambda v: v == "auto" or positive_int(v),
+                    "'auto' (one for small CPU work) or a positive count of CPU threads"),
     },
 }
 
@@ -370,6 +374,18 @@ class Setup:
     def checkpoints(self):
         return self.config["run"]["checkpoints"]
 
+    @property
+    def threads(self) -> int | None:
+        """torch's intra-op CPU threads for this run: [run].threads, or for 'auto' the
+        repkernel.cpu_threads choice for its size (None: torch's own setting)."""
+        from repkernel import cpu_threads
+
+        count = self.config["run"]["threads"]
+        if count != "auto":
+            return count
+        return cpu_threads.threads_for_run(self.network, self.curriculum, self.probes,
+                                           self.device)
+
 
 def _per_stage(value, n_stages: int, location: str) -> list:
     values = value if isinstance(value, list) else [value] * n_stages
@@ -386,9 +402,10 @@ def build(raw: Mapping[str, Any], extra_sections: tuple[str, ...] = ()) -> Setup
                                                              "curriculum", "probes"))
     train_set = test_set = None
     if env_cfg["kind"] == "multitask":
-        env = MultitaskEnvironment(
-            env_cfg["input_dims"], env_cfg["features"], env_cfg["output_dims"],
-            None if env_cfg["tasks"] == "all" else env_cfg["tasks"])
+        with _located("environment", "tasks" if env_cfg["tasks"] != "all" else None):
+            env = MultitaskEnvironment(
+                env_cfg["input_dims"], env_cfg["features"], env_cfg["output_dims"],
+                None if env_cfg["tasks"] == "all" else env_cfg["tasks"])
     elif env_cfg["kind"] == "step_function":
         env = None
         train_set, test_set = step_function_task(env_cfg["n_train"], env_cfg["n_test"])
@@ -426,17 +443,37 @@ def build(raw: Mapping[str, Any], extra_sections: tuple[str, ...] = ()) -> Setup
         if not source:
             raise
         raise ConfigError([f"[network].kind: {error}"]) from None
-    curriculum = _build_curriculum(cur_cfg, env, train_set)
+    uses_k = cur_cfg["preset"] in ("single_then_concurrent", "mixed")
+    with _located("curriculum", "batch" if cur_cfg["batch"] != "full" else
+                  "k_probs" if uses_k else None):
+        curriculum = _build_curriculum(cur_cfg, env, train_set)
+    with _located("run", "checkpoints"):
+        checkpoint_steps(cfg["run"]["checkpoints"], curriculum.total_steps)
     if probe_cfg["source"] == "sample":
-        probes = env.sample(probe_cfg["n"], _k_probs_dict(probe_cfg["k_probs"]),
-                            seed=probe_cfg["seed"])
+        with _located("probes", "k_probs"):
+            probes = env.sample(probe_cfg["n"], _k_probs_dict(probe_cfg["k_probs"]),
+                                seed=probe_cfg["seed"])
     elif probe_cfg["source"] == "patterns":
-        probes = env.patterns(probe_cfg["k"], probe_cfg["stimuli"], seed=probe_cfg["seed"])
+        with _located("probes", "k"):
+            probes = env.patterns(probe_cfg["k"], probe_cfg["stimuli"], seed=probe_cfg["seed"])
     elif probe_cfg["source"] == "train":
         probes = curriculum.stages[0].patterns if train_set is None else train_set
     else:
         probes = test_set
     return Setup(cfg, env, network, curriculum, probes, train_set, test_set)
+
+
+@contextlib.contextmanager
+def _located(section: str, key: str | None) -> Iterator[None]:
+    """A ValueError raised while building from ``[section].key`` becomes a ConfigError that
+    names that location (the whole section when ``key`` is None)."""
+    try:
+        yield
+    except ConfigError:
+        raise
+    except ValueError as error:
+        where = f"[{section}]" + (f".{key}" if key else "")
+        raise ConfigError([f"{where}: {error}"]) from None
 
 
 def _k_probs_dict(table: Mapping) -> dict[int, float]:

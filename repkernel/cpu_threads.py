@@ -29,17 +29,20 @@ def threads_for(parameters: int, rows: int, device: torch.device | str = "cpu") 
     return 1 if parameters * rows < SMALL_WORK else None
 
 
-def threads_for_run(network, curriculum, probes) -> int | None:
-    """threads_for a training run or forecast: the largest batch of rows any pass takes."""
+def threads_for_run(network, curriculum, probes, device: torch.device | str | None = None
+                    ) -> int | None:
+    """threads_for a training run or forecast: the largest batch of rows any pass takes, on
+    ``device`` (default: where the network's weights are)."""
     rows = max([len(probes), *(stage.batch_size for stage in curriculum.stages)])
-    weight = next(iter(network.parameters()))
-    return threads_for(sum(p.numel() for p in network.parameters()), rows, weight.device)
+    device = next(iter(network.parameters())).device if device is None else device
+    return threads_for(sum(p.numel() for p in network.parameters()), rows, device)
 
 
 @contextmanager
 def threads(count: int | None) -> Iterator[None]:
-    """Run the block with torch.set_num_threads(count), restoring the previous count after;
-    ``None`` leaves the setting as it is. The setting is per process (torch's)."""
+    """Run the block with torch.set_num_threads(count) and numpy's BLAS / OpenMP pools limited
+    to ``count`` (threadpoolctl), restoring both after; ``None`` leaves the settings as they are.
+    The settings are per process."""
     if count is not None and (isinstance(count, bool) or not isinstance(count, int)
                               or count < 1):
         raise ValueError(f"threads must be a whole number >= 1 (or None for torch's setting), "
@@ -47,9 +50,12 @@ def threads(count: int | None) -> Iterator[None]:
     if count is None:
         yield
         return
+    from threadpoolctl import threadpool_limits  # scikit-learn's dependency
+
     before = torch.get_num_threads()
     torch.set_num_threads(count)
     try:
-        yield
+        with threadpool_limits(limits=count):
+            yield
     finally:
         torch.set_num_threads(before)

@@ -155,10 +155,12 @@ class MultitaskEnvironment:
             "input_dim": np.where(single, first // self.n_output_dims, -1),
             "output_dim": np.where(single, first % self.n_output_dims, -1),
             "stimulus": stimulus,
-            "congruent": np.array([
+            # 1 / 0 for a congruent / incongruent task set; -1 for a single task, which has
+            # no other task to agree with
+            "congruent": np.where(single, -1, np.array([
                 len({features[i, self.input_dim(t)] for t in s}) == 1
                 for i, s in enumerate(task_sets)
-            ]),
+            ])).astype(np.int8),
         }
         return pattern_set(
             x.reshape(n, -1), y.reshape(n, -1), c, labels,

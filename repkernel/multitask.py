@@ -40,7 +40,7 @@ from repkernel.patterns import PatternSet
 from repkernel.results import config_of, provenance
 
 SCORES = ("luce", "accuracy", "error")
-LONG_NAMES = {"luce": "P(correct) (Luce ratio)", "accuracy": "accuracy (argmax)",
+LONG_NAMES = {"luce": "Luce ratio P(correct)", "accuracy": "accuracy (argmax)",
               "error": "task-restricted squared error"}
 
 
@@ -96,7 +96,7 @@ def responses(patterns: PatternSet, env: MultitaskEnvironment) -> Responses:
     k = np.bincount(rows, minlength=len(patterns))
     stimulus = np.asarray(labels.get("stimulus", np.full(len(patterns), -1)))
     if "congruent" in labels:
-        congruent = np.asarray(labels["congruent"], dtype=bool)
+        congruent = np.asarray(labels["congruent"]) != 0  # -1 (single task): cannot conflict
     else:  # congruent: every active task asks for the same feature index
         correct_of = target.argmax(axis=1)
         congruent = np.array([len(set(correct_of[rows == i])) <= 1
@@ -229,6 +229,8 @@ def score_outputs(
         if base is not None:
             ds[name].attrs["long_name"] = (f"{LONG_NAMES[base]}, single minus concurrent"
                                            if "_cost" in name else LONG_NAMES[base])
+            if base in ("luce", "accuracy") and "_cost" not in name:  # guessing among features
+                ds[name].attrs["chance"] = 1 / env.n_features
         else:
             ds[name].attrs.update(long_name=f"throughput, {name.split('_')[1]}",
                                   units="correct responses per unit time")

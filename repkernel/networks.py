@@ -155,7 +155,7 @@ class RepresentationNetwork(nn.Module):
         return self
 
 
-def _device(device) -> torch.device:
+def check_device(device) -> torch.device:
     """torch.device(device), or ValueError naming the fix when it is malformed or absent."""
     try:
         device = torch.device(device)
@@ -197,7 +197,7 @@ def placed(network: RepresentationNetwork, device=None, dtype=None) -> Represent
         raise ValueError(f"dtype must be a torch floating dtype, got {dtype!r}: e.g. "
                          f"dtype=torch.float64 or torch.float32")
     weight = next(iter(network.parameters()))
-    device = _device(device) if device is not None else weight.device
+    device = check_device(device) if device is not None else weight.device
     dtype = dtype or weight.dtype
     if (weight.device, weight.dtype) == (device, dtype):
         return network

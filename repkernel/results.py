@@ -17,9 +17,9 @@ Coordinates: ``time`` (global step) with ``stage``; ``item`` with the probe labe
 
 from __future__ import annotations
 
+import glob
 import json
 import os
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -212,9 +212,9 @@ DESCRIPTIONS: dict[str, dict[str, str]] = {
     "output_dim": {"long_name": "output dimension of the item's task",
                    "description": f"output dimension the task writes; {_SINGLE_TASK_ONLY}"},
     "stimulus": {"long_name": "stimulus index"},
-    "congruent": {"long_name": "congruent task set", "description": "whether every active "
-                  "task asks for the same feature index (response); meaningful for k >= 2, "
-                  "True for single tasks (k = 1), which cannot conflict"},
+    "congruent": {"long_name": "congruent task set", "description": "1 if every active task "
+                  "asks for the same feature index (response), 0 if they conflict; -1 for single "
+                  "tasks (k = 1), where congruency is not defined"},
     "x": {"long_name": "input value"},
 }
 
@@ -252,29 +252,79 @@ def config_of(dataset: xr.Dataset) -> dict[str, Any]:
     return json.loads(dataset.attrs.get("config", "{}"))
 
 
+TEMPORARY = ".tmp-"  # write_atomic writes <name>.tmp-<pid> next to <name>, then renames it
+
+
+def check_writable(path: str | os.PathLike, folder: bool = False) -> Path:
+    """Raise ValueError, before any work, if ``path`` cannot become a file (``folder=True``: a
+    folder): it is an existing folder (file), or a path above it is a file."""
+    path = Path(path)
+    if not folder and path.is_dir():
+        raise ValueError(f"{path} is a folder: give a file name, e.g. {path / 'result.nc'}")
+    if folder and path.exists() and not path.is_dir():
+        raise ValueError(f"{path} is a file: give a folder (a new or an existing one)")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(f"cannot write {path}: {parent} is a file, not a folder")
+            break
+    return path
+
+
+def remove_stale_temporaries(folder: str | os.PathLike, name: str = "*") -> list[Path]:
+    """Delete the temporary files ``<name>.tmp-<pid>`` in ``folder`` whose writing process is
+    gone (killed during a write); returns them. Temporaries of live processes are kept."""
+    stale = []
+    for tmp in Path(folder).glob(f"{name}{TEMPORARY}*"):
+        pid = tmp.name.rpartition(TEMPORARY)[2]
+        if pid.isdigit() and not _alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+            stale.append(tmp)
+    return stale
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
 def write_atomic(path: str | os.PathLike, write: Callable[[str], Any], mode: int = 0o644
                  ) -> Path:
-    """Call write(temporary path) on a temporary file in ``path``'s folder, then rename it to
-    ``path``: no half-written file ever exists at ``path`` (the temporary file is removed if
-    writing fails). The file gets permissions ``mode``; returns ``path``."""
-    path = Path(path)
+    """Call write(temporary path) on ``<path>.tmp-<pid>`` in ``path``'s folder, then rename it
+    to ``path``: no half-written file ever exists at ``path`` (the temporary file is removed if
+    writing fails, and by the next write to ``path`` if the process was killed). The file gets
+    permissions ``mode``; returns ``path``."""
+    path = check_writable(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    remove_stale_temporaries(path.parent, glob.escape(path.name))
+    tmp = path.with_name(f"{path.name}{TEMPORARY}{os.getpid()}")
     try:
+        write(str(tmp))
         os.chmod(tmp, mode)  # a result to share, not a private temporary file
-        write(tmp)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     return path
 
 
 def save(dataset: xr.Dataset | xr.DataTree, path: str | os.PathLike) -> Path:
-    """Write a result (a Dataset, or a DataTree of them) as netCDF atomically (write_atomic)."""
+    """Write a result (a Dataset, or a DataTree of them) as netCDF atomically (write_atomic).
+    A DataTree's root names its groups (attribute ``groups``, and ``open_with``), because
+    xarray.open_dataset of such a file shows only the empty root."""
     if isinstance(dataset, xr.DataTree):
-        return write_atomic(path, dataset.map_over_datasets(_netcdf_ready).to_netcdf)
+        tree = dataset.map_over_datasets(_netcdf_ready)
+        if tree.children:
+            groups = " ".join(tree.children)
+            tree.attrs = {**tree.attrs, "groups": groups, "open_with": (
+                f"xarray.open_datatree(path), or xarray.open_dataset(path, group=name) for a "
+                f"group name in: {groups}")}
+        return write_atomic(path, tree.to_netcdf)
     return write_atomic(path, _netcdf_ready(dataset).to_netcdf)
 
 

@@ -33,6 +33,7 @@ or interrupted sweep resumes without recomputing anything.
 from __future__ import annotations
 
 import copy
+import functools
 import itertools
 import json
 import math
@@ -47,7 +48,7 @@ import numpy as np
 import xarray as xr
 
 from repkernel import config as configuration
-from repkernel import forecasting, plot, results
+from repkernel import cpu_threads, forecasting, plot, results
 from repkernel.config import (
     SCHEMA,
     ConfigError,
@@ -62,6 +63,7 @@ from repkernel.config import (
 from repkernel.kernel_results import KERNELS, ON, kernel_result
 from repkernel.kernels import METHODS, TARGETS
 from repkernel.multitask import classification_accuracy, evaluate_multitask
+from repkernel.networks import check_device
 from repkernel.plot import FIGURES
 from repkernel.results import package_version
 from repkernel.similarity import DEFAULT_METRICS, METRICS, compare
@@ -191,8 +193,9 @@ def load_study(source: str | os.PathLike | Mapping[str, Any] | None = None,
     """Validate a study (a TOML path, a dict, or None for the embedded default study).
 
     ``smoke=True`` applies the study's [smoke] overrides; ``overrides`` ("section.key" -> value,
-    e.g. {"run.device": "cuda"}) are applied last. Every problem is reported at once in a
-    ConfigError with its location.
+    e.g. {"run.device": "cuda"}) are applied last; an override of a swept key is refused (its
+    sweep values would win). Every problem is reported at once in a ConfigError with its
+    location.
     """
     if source is None:
         raw = configuration.tomllib.loads(
@@ -218,6 +221,9 @@ def load_study(source: str | os.PathLike | Mapping[str, Any] | None = None,
         else:
             section, _, name = key.partition(".")
             raw.setdefault(section, {})[name] = value
+    problems += [f"[sweep].{key}: swept, so a single value would be ignored: set its values "
+                 f"instead, e.g. --set 'sweep.{key}=[{_label(value)}]'"
+                 for key, value in (overrides or {}).items() if key in sweep_raw]
     sweep = _dotted(sweep_raw, "sweep", problems)
     _dotted({k: v for k, v in smoke_raw.items() if not k.startswith("sweep.")}, "smoke",
             problems)
@@ -238,8 +244,20 @@ def load_study(source: str | os.PathLike | Mapping[str, Any] | None = None,
     if problems:
         raise ConfigError(problems)
     study = Study(resolved, {k: list(v) for k, v in sweep.items()})
-    build_cell(study.cells()[0])  # impossible combinations fail now, not mid-sweep
+    setup = build_cell(study.cells()[0])  # impossible combinations fail now, not mid-sweep
+    if ("evaluate" in resolved["study"]["compute"] and setup.environment is None
+            and not _classifies(setup)):
+        raise ConfigError([f"[study].compute: 'evaluate' scores multitasking, or the test "
+                           f"accuracy of a data set trained with cross-entropy, and environment "
+                           f"kind {resolved['environment']['kind']!r} has neither: remove "
+                           f"'evaluate' or use kind = 'multitask'"])
     return study
+
+
+def _classifies(setup: configuration.Setup) -> bool:
+    """Whether 'evaluate' has a test accuracy to measure: a test set and cross-entropy stages."""
+    return setup.test_set is not None and all(stage.loss == "cross_entropy"
+                                              for stage in setup.curriculum.stages)
 
 
 def build_cell(cell: Cell) -> configuration.Setup:
@@ -247,7 +265,8 @@ def build_cell(cell: Cell) -> configuration.Setup:
     return configuration.build(run_sections)
 
 
-def run_cell(cell: Cell, progress: Callable[[int], None] | None = None) -> xr.DataTree:
+def run_cell(cell: Cell, progress: Callable[[str, int, int], None] | None = None
+             ) -> xr.DataTree:
     """Compute one cell: the study's ``compute`` list, as a DataTree of result groups.
 
     Groups: ``actual`` (repkernel.train), ``forecast`` (repkernel.forecast), ``compare`` (forecast
@@ -255,28 +274,53 @@ def run_cell(cell: Cell, progress: Callable[[int], None] | None = None) -> xr.Da
     ``kernel`` (the t = 0 eigen-analysis: eigenvectors, components by input feature, k-means
     kernel groups and, with training or forecast, ``group_agreement(source, time)``: adjusted
     Rand index of the kernel groups vs k-means of the hidden representation of the same
-    patterns). A pure function of the cell, so it runs anywhere.
+    patterns). A pure function of the cell, so it runs anywhere, on [run].threads CPU threads.
+    ``progress(what, done, total)`` reports each part as it goes: what is "kernel", "training"
+    and "forecast" (done and total in steps), "compare" or "evaluate".
     """
+    setup = build_cell(cell)
+    with cpu_threads.threads(setup.threads):
+        groups = _cell_groups(cell, setup, progress)
+    attrs = {"study": cell.config["study"]["name"], "cell": cell.name,
+             "cell_coords": json.dumps(cell.coords), "version": package_version(),
+             "config": json.dumps(cell.config, sort_keys=True, default=str)}
+    return xr.DataTree.from_dict({"/": xr.Dataset(attrs=attrs), **{f"/{k}": v
+                                                                    for k, v in groups.items()}})
+
+
+def _cell_groups(cell: Cell, setup: configuration.Setup,
+                 progress: Callable[[str, int, int], None] | None) -> dict[str, xr.Dataset]:
     from repkernel import training
 
-    setup = build_cell(cell)
+    def report(what: str, total: int) -> Callable[[int], None]:
+        def done(count: int) -> None:
+            if progress is not None:
+                progress(what, count, total)
+
+        done(0)
+        return done
+
     compute = cell.config["study"]["compute"]
-    run = dict(checkpoints=setup.checkpoints, device=setup.device, dtype=setup.dtype)
+    run = dict(checkpoints=setup.checkpoints, device=setup.device, dtype=setup.dtype,
+               threads=setup.threads)
     groups: dict[str, xr.Dataset] = {}
     kernel = cell.config["kernel"]  # published: the square train x train M_o of phase 1
     kernel_patterns = (setup.curriculum.stages[kernel["stage"]].patterns
                        if kernel["on"] == "train" else setup.probes)
+    steps = setup.curriculum.total_steps
     if "kernel" in compute:
+        finished = report("kernel", 1)
         groups["kernel"] = kernel_result(setup, **kernel)
+        finished(1)
     if "train" in compute or "evaluate" in compute or "compare" in compute:
         groups["actual"] = training.train(setup.network, setup.curriculum, setup.probes,
-                                          progress=progress, **run)
+                                          progress=report("training", steps), **run)
     if "forecast" in compute or "compare" in compute:
         options = cell.config["forecast"]
         groups["forecast"] = forecasting.forecast(
             setup.network, setup.curriculum, setup.probes, time=options["time"],
             readout=tuple(options["readout"]), relinearize=options["relinearize"],
-            tolerance=options["tolerance"], **run)
+            tolerance=options["tolerance"], progress=report("forecast", steps), **run)
     if "kernel_group" in groups.get("kernel", {}):  # published: kernel vs hidden groupings
         from repkernel.eigen import group_agreement_over_training
 
@@ -288,6 +332,7 @@ def run_cell(cell: Cell, progress: Callable[[int], None] | None = None) -> xr.Da
             groups["kernel"]["group_agreement"] = xr.concat(
                 agreement, dim=xr.DataArray(sources, dims="source", name="source"))
     if "compare" in compute:
+        finished = report("compare", 1)
         options = cell.config["compare"]
         groups["compare"] = compare(groups["forecast"], groups["actual"],
                                     metrics=options["metrics"])
@@ -296,8 +341,8 @@ def run_cell(cell: Cell, progress: Callable[[int], None] | None = None) -> xr.Da
             groups["compare_means"] = compare(
                 _item_means(groups["forecast"], label), _item_means(groups["actual"], label),
                 metrics=options["metrics"], item_dim=label)
-    classes = all(stage.loss == "cross_entropy" for stage in setup.curriculum.stages)
-    if "evaluate" in compute and setup.test_set is not None and classes:
+        finished(1)
+    if "evaluate" in compute and _classifies(setup):
         sources = [source for source in ("actual", "forecast") if source in groups]
         accuracy = [classification_accuracy(groups[source], setup.test_set,
                                             network=setup.network) for source in sources]
@@ -306,18 +351,17 @@ def run_cell(cell: Cell, progress: Callable[[int], None] | None = None) -> xr.Da
     if "evaluate" in compute and setup.environment is not None:
         options = cell.config["evaluate"]
         sources = [source for source in ("actual", "forecast") if source in groups]
-        scores = [evaluate_multitask(groups[source], setup.environment, k=tuple(options["k"]),
-                                     stimuli=options["stimuli"], network=setup.network)
-                  for source in sources]
+        finished, scores = report("evaluate", len(sources)), []
+        for source in sources:
+            scores.append(evaluate_multitask(groups[source], setup.environment,
+                                             k=tuple(options["k"]), stimuli=options["stimuli"],
+                                             network=setup.network))
+            finished(len(scores))
         groups["multitask"] = xr.concat(scores, dim=xr.DataArray(sources, dims="source",
                                                                  name="source"),
                                         coords="minimal",
                                         compat="override", combine_attrs="drop_conflicts")
-    attrs = {"study": cell.config["study"]["name"], "cell": cell.name,
-             "cell_coords": json.dumps(cell.coords), "version": package_version(),
-             "config": json.dumps(cell.config, sort_keys=True, default=str)}
-    return xr.DataTree.from_dict({"/": xr.Dataset(attrs=attrs), **{f"/{k}": v
-                                                                    for k, v in groups.items()}})
+    return groups
 
 
 def _item_means(result: xr.Dataset, label: str) -> xr.Dataset:
@@ -355,13 +399,17 @@ def cell_path(out: Path, cell: Cell) -> Path:
     return out / "cells" / f"{safe}.nc"
 
 
-def _compute_and_save(cell: Cell, out: Path) -> str:
-    save_tree(run_cell(cell), cell_path(out, cell))
+def _compute_and_save(cell: Cell, out: Path,
+                      progress: Callable[[Cell, str, int, int], None] | None = None) -> str:
+    report = None if progress is None else functools.partial(progress, cell)
+    save_tree(run_cell(cell, report), cell_path(out, cell))
     return cell.name
 
 
-# What a finished cell may differ in and still be reused: texts, figures, the device it ran on.
-PRESENTATION = {"study": ("name", "claim", "figure"), "plots": None, "run": ("device",)}
+# What a finished cell may differ in and still be reused: texts, figures, where and on how many
+# threads it ran.
+PRESENTATION = {"study": ("name", "claim", "figure"), "plots": None,
+                "run": ("device", "threads")}
 
 
 def _computation(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -375,10 +423,10 @@ def _computation(config: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _check_same_computation(cell: Cell, path: Path) -> None:
-    """A finished cell file is reused only if it was computed with this cell's configuration."""
-    with xr.open_datatree(path) as tree:
-        stored = json.loads(tree.attrs.get("config", "{}"))
+def _check_same_computation(cell: Cell, stored: Mapping[str, Any], path: Path) -> None:
+    """A finished cell file is reused only if it was computed with this cell's configuration
+    (``stored``, the file's config attribute)."""
+    stored = copy.deepcopy(dict(stored))
     for section, spec in FULL_SCHEMA.items():  # keys added since: their default is what ran
         for key, (default, _, _) in spec.items():
             if section != "network":
@@ -395,52 +443,94 @@ def _check_same_computation(cell: Cell, path: Path) -> None:
                          f"--out folder, or delete {path.parent} to recompute")
 
 
+def _finished(cell: Cell, path: Path) -> bool:
+    """Whether ``path`` holds this cell's finished result: False if it is missing or
+    unreadable (a file truncated by a crash: it is computed again); ValueError if it was
+    computed with a different configuration."""
+    if not path.exists():
+        return False
+    try:
+        with xr.open_datatree(path) as tree:
+            tree.load()  # every group readable, not only the header
+            stored = json.loads(tree.attrs.get("config", "{}"))
+    except (OSError, ValueError, RuntimeError, KeyError):
+        return False
+    _check_same_computation(cell, stored, path)
+    return True
+
+
+def connect(scheduler: str, timeout: float = 5.0):
+    """A dask.distributed Client of the scheduler at ``scheduler``; ValueError if none answers
+    within ``timeout`` seconds (checked before any work)."""
+    from dask.distributed import Client
+
+    try:
+        return Client(scheduler, timeout=timeout)
+    except Exception as error:  # refused, timed out, or a service that is not Dask's
+        raise ValueError(f"no Dask scheduler answered at {scheduler!r} within {timeout:g} s "
+                         f"({type(error).__name__}): start one (`dask scheduler`), fix the "
+                         f"address, or drop --scheduler") from None
+
+
 def run_study(
     study: Study,
     out: str | os.PathLike,
     workers: int = 0,
     scheduler: str | None = None,
     progress: Callable[[int, int], None] | None = None,
+    cell_progress: Callable[[Cell, str, int, int], None] | None = None,
 ) -> xr.DataTree:
     """Run every unfinished cell of ``study`` into ``out`` and return the combined result.
 
     ``workers=0`` runs serially in this process; ``workers=N`` starts a local Dask cluster of N
     single-threaded workers; ``scheduler`` submits to an existing Dask distributed cluster
-    (workers need this package and a file system shared with ``out``). ``progress(done, total)``
-    is called as cells finish. The combined DataTree (``combined.nc``) has the sweep dims.
+    (workers need this package and a file system shared with ``out``; it must answer within 5
+    s). ``progress(done, total)`` is called as cells finish; ``cell_progress(cell, what, done,
+    total)`` within a serial cell (run_cell). Finished cells are reused after checking their
+    configuration, unreadable ones computed again; ``study.json`` is written once that check
+    passed. The combined DataTree (``combined.nc``) has the sweep dims.
     """
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "study.json").write_text(json.dumps(
-        {"config": study.config, "sweep": study.sweep}, indent=2, default=str))
-    cells = study.cells()
-    todo = [cell for cell in cells if not cell_path(out, cell).exists()]
-    for cell in cells:
-        if cell not in todo:
-            _check_same_computation(cell, cell_path(out, cell))
-    done = len(cells) - len(todo)
-    if progress:
-        progress(done, len(cells))
-    if todo and (workers or scheduler):
-        from dask.distributed import Client, LocalCluster, as_completed
+    out = results.check_writable(out, folder=True)
+    if not scheduler:  # a scheduler's workers may have devices this machine lacks
+        check_device(study.config["run"]["device"])
+    client = connect(scheduler) if scheduler else None
+    try:
+        cells = study.cells()
+        todo = [cell for cell in cells if not _finished(cell, cell_path(out, cell))]
+        (out / "cells").mkdir(parents=True, exist_ok=True)
+        for folder in (out, out / "cells"):
+            results.remove_stale_temporaries(folder)
+        results.write_atomic(out / "study.json", lambda tmp: Path(tmp).write_text(json.dumps(
+            {"config": study.config, "sweep": study.sweep}, indent=2, default=str)))
+        done = len(cells) - len(todo)
+        if progress:
+            progress(done, len(cells))
+        if todo and (workers or client):
+            from dask.distributed import LocalCluster, as_completed
 
-        cluster = None if scheduler else LocalCluster(
-            n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
-        with Client(scheduler or cluster) as client:
+            if client is None:
+                from dask.distributed import Client
+
+                client = Client(LocalCluster(n_workers=workers, threads_per_worker=1,
+                                             processes=True, dashboard_address=None))
             futures = client.map(_compute_and_save, todo, out=out, pure=False)
             for future in as_completed(futures):
                 future.result()
                 done += 1
                 if progress:
                     progress(done, len(cells))
-        if cluster is not None:
-            cluster.close()
-    else:
-        for cell in todo:
-            _compute_and_save(cell, out)
-            done += 1
-            if progress:
-                progress(done, len(cells))
+        else:
+            for cell in todo:
+                _compute_and_save(cell, out, cell_progress)
+                done += 1
+                if progress:
+                    progress(done, len(cells))
+    finally:
+        if client is not None:
+            cluster = None if scheduler else client.cluster
+            client.close()
+            if cluster is not None:
+                cluster.close()
     combined = combine(study, out)
     save_tree(combined, out / "combined.nc")
     return combined
@@ -474,20 +564,29 @@ def combine(study: Study, out: str | os.PathLike) -> xr.DataTree:
 
 
 def render_figures(study: Study, combined: xr.DataTree, folder: str | os.PathLike,
-                   formats: Sequence[str] = ("png", "pdf")) -> list[Path]:
+                   formats: Sequence[str] = ("png", "pdf"),
+                   progress: Callable[[str, int, int], None] | None = None) -> list[Path]:
     """Render the study's [plots] kinds from its combined result into ``folder`` (one file per
-    kind and format, written atomically); returns the paths."""
+    kind and format, written atomically); returns the paths. ``progress(kind, done, total)``
+    is called before each figure and once at the end."""
     import matplotlib.pyplot as plt
 
     folder = Path(folder)
     times = study.config["plots"]["times"] or None
     paths = []
-    for kind in study.config["plots"]["kinds"]:
+    kinds = study.config["plots"]["kinds"]
+    for done, kind in enumerate(kinds):
+        if progress:
+            progress(kind, done, len(kinds))
         select = study.config["plots"]["heatmaps_at"] if FIGURES[kind].heatmap else None
         with plot.paper_style():
             figure = plot.render(kind, combined, times=times, select=select)
         try:
-            paths += [plot.save_figure(figure, folder / f"{kind}.{suffix}") for suffix in formats]
+            for suffix in formats:
+                paths.append(plot.save_figure(figure, folder / f"{kind}.{suffix}"))
+                figure.set_layout_engine("none")  # laid out once: later formats reuse it
         finally:
             plt.close(figure)
+    if progress and kinds:
+        progress(kinds[-1], len(kinds), len(kinds))
     return paths

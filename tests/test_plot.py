@@ -125,8 +125,8 @@ def test_task_similarity_heatmaps_precomputed_with_sweep_dim():
                                   "output_dim": ("task", [0, 1, 0, 1])}, name="task_similarity")
     fig = plot.task_similarity_heatmaps(matrix)
     axes = panels(fig)
-    assert [ax.get_title() for ax in axes] == ["init_scale=0.1\nstep 100",
-                                               "init_scale=1\nstep 100"]
+    assert [ax.get_title() for ax in axes] == ["init scale 0.1\nstep 100",
+                                               "init scale 1\nstep 100"]
     assert ticklabels(axes[0]) == ["0 (0→0)", "1 (0→1)", "2 (1→0)", "3 (1→1)"]
     assert colorbar_labels(fig) == ["task similarity (Pearson r)"]
 
@@ -234,8 +234,8 @@ def test_fidelity_curves_hue_by_sweep_dims():
     fig = plot.fidelity_curves(metrics())
     axes = panels(fig)
     assert len(axes) == 2
-    assert [ax.get_ylabel() for ax in axes] == ["hidden change correlation",
-                                                "relative error of Δh"]
+    assert [ax.get_ylabel() for ax in axes] == ["hidden change correlation\n(higher is better)",
+                                                "relative error of Δh\n(lower is better)"]
     assert axes[0].get_xlabel() == "training step"
     texts = legend_texts(fig)
     assert {"readout", "linear", "network", "init scale"} <= set(texts)
@@ -258,7 +258,7 @@ def test_multitask_scores_against_init_scale():
                             "time": [0, 100], "k": [1, 2, 3], "congruent": [True, False]})
     fig = plot.multitask_scores(ds)
     axes = panels(fig)
-    assert [ax.get_title() for ax in axes] == ["actual", "forecast"]
+    assert [ax.get_title() for ax in axes] == ["actual", "forecast (network readout)"]
     assert axes[0].get_xlabel() == "init scale" and axes[0].get_xscale() == "log"
     assert {"single task", "k=2, congruent", "k=2, incongruent"} <= set(legend_texts(fig))
     # actual and forecast stacked along source: the actual, copied along readout, shown once
@@ -273,8 +273,9 @@ def test_multitask_scores_against_init_scale():
     with pytest.raises(ValueError, match="step 7 is not a checkpoint"):
         plot.multitask_scores(ds, at_step=7)
     rows = panels(plot.multitask_scores(ds, at_step=[0, 100]))  # a row of panels per step
-    assert [ax.get_title() for ax in rows] == ["actual, step 0", "forecast, step 0",
-                                               "actual, step 100", "forecast, step 100"]
+    assert [ax.get_title() for ax in rows] == [
+        "actual, step 0", "forecast (network readout), step 0", "actual, step 100",
+        "forecast (network readout), step 100"]
     line = rows[2].get_lines()[0]  # actual at step 100, single task, over init scales
     np.testing.assert_allclose(line.get_ydata(), values[0, :, 1, 0, 0])
 
@@ -452,7 +453,7 @@ def test_grouping_curves_draw_the_agreement_over_training():
                         coords={"source": ["actual", "forecast"], "time": [0, 10, 20]})
     fig = plot.render("grouping", kernel)
     (ax,) = panels(fig)
-    assert ax.get_ylabel() == "kernel vs hidden groups (ARI)"
+    assert ax.get_ylabel() == "kernel vs hidden groups (ARI)\n(higher is better)"
     drawn = sorted(tuple(np.round(line.get_ydata(), 6)) for line in ax.get_lines()
                    if len(line.get_ydata()) == 3)
     assert drawn == sorted(tuple(v) for v in values)

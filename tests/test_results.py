@@ -21,7 +21,9 @@ def test_netcdf_round_trip_with_plain_xarray(result, tmp_path):
         xr.testing.assert_equal(back, result)
         assert back.attrs["config"] == result.attrs["config"]
     loaded = rk.load(path)
-    assert loaded.congruent.dtype == bool
+    single = loaded.k.values == 1  # congruency is defined for task sets only
+    assert (loaded.congruent.values[single] == -1).all()
+    assert set(loaded.congruent.values[~single]) <= {0, 1}
     grouped = loaded.hidden.groupby("task").mean()
     assert set(grouped.task.values) == {-1, 0, 1, 2, 3}
 
@@ -68,5 +70,5 @@ def test_train_and_forecast_results_explain_every_variable_after_a_round_trip(re
         assert (back.task.values[several] == -1).all() and several.any()
         for label in ("task", "input_dim", "output_dim"):
             assert "-1 for items with several active tasks" in back[label].attrs["description"]
-        assert "meaningful for k >= 2" in back.congruent.attrs["description"]
+        assert "-1 for single tasks" in back.congruent.attrs["description"]
     assert "readout" in forecast.readout.attrs["long_name"]

@@ -32,9 +32,10 @@ def _fmt(value: Any) -> str:
 
 
 def _panel_name(source: str, coords: Mapping[str, Any]) -> str:
-    """'forecast (linear, init_scale=0.1)' from a source name and the panel's coordinates."""
+    """'forecast (linear, init scale 0.1)' from a source name and the panel's coordinates."""
     ordered = sorted(coords.items(), key=lambda item: item[0] != "readout")
-    parts = [_fmt(v) if d == "readout" else f"{d}={_fmt(v)}" for d, v in ordered]
+    parts = [_fmt(v) if d == "readout" else f"{d.replace('_', ' ')} {_fmt(v)}"
+             for d, v in ordered]
     if not source:
         return ", ".join(parts)
     return source + (f" ({', '.join(parts)})" if parts else "")

@@ -36,7 +36,7 @@ from repkernel.plot.data import (
     _multitask_part,
     _named,
 )
-from repkernel.plot.style import LINE_PANEL, _styled
+from repkernel.plot.style import LINE_PANEL, QUALITATIVE, SEQUENTIAL, _styled
 
 LOSS_LABELS = {"loss": "training loss", "probe_loss": "probe loss",
                "batch_loss": "batch loss (per update)"}
@@ -83,11 +83,11 @@ def _hue_style(frame: pd.DataFrame, dims: list[str], hue: str | None, style: str
     if hue is not None and frame[hue].dtype.kind == "O":
         values = list(dict.fromkeys(frame[hue]))
         if any(str(v).startswith("actual") for v in values):  # actual in black, forecasts coloured
-            colours = iter(sns.color_palette())
+            colours = iter(QUALITATIVE)
             palette = {v: "0.1" if str(v).startswith("actual") else next(colours) for v in values}
     if hue is not None and frame[hue].dtype.kind in "iuf":
         values = np.unique(frame[hue].to_numpy())
-        palette = "flare"
+        palette = SEQUENTIAL
         if values.min() > 0 and values.max() / values.min() >= 10:
             norm = LogNorm(values.min(), values.max())
     return hue, style, norm, palette
@@ -105,12 +105,16 @@ def _plain_log(axis, low: float | None = None, high: float | None = None) -> Non
 
 
 def _stage_lines(ax, da: xr.DataArray) -> None:
-    """Dotted vertical lines where the curriculum moves to its next stage."""
+    """Dotted vertical lines where the curriculum moves to its next stage, labelled with the
+    stage that starts there."""
     if "stage" not in da.coords or "time" not in da.dims:
         return
     stage, time = da["stage"].values, da["time"].values
     for i in np.flatnonzero(np.diff(stage) != 0):
         ax.axvline(time[i], color="0.6", linestyle=":", linewidth=0.8)
+        if stage.ndim == 1:  # one curriculum (a swept curriculum has stages per cell)
+            ax.text(time[i], 1.0, f"stage {int(stage[i + 1])} \u2192", ha="center",
+                    va="bottom", transform=ax.get_xaxis_transform(), fontsize=7, color="0.4")
 
 
 def _line_panels(frames: list[tuple[str, pd.DataFrame, str, str, xr.DataArray]],
@@ -130,7 +134,7 @@ def _line_panels(frames: list[tuple[str, pd.DataFrame, str, str, xr.DataArray]],
             norm = norm or mpl.colors.Normalize(frame[h].min(), frame[h].max())
         elif h is not None:
             levels = list(dict.fromkeys(frame[h]))
-            palette = palette or dict(zip(levels, sns.color_palette(n_colors=len(levels))))
+            palette = palette or dict(zip(levels, (QUALITATIVE * len(levels))[:len(levels)]))
         few = frame[x].nunique() <= 12  # mark the checkpoints when there are few
         options = dict(x=x, y=y, hue=h, style=s, hue_norm=norm, palette=palette, ax=ax,
                        errorbar="sd" if replicate else None, linewidth=1.3,
@@ -156,6 +160,8 @@ def _line_panels(frames: list[tuple[str, pd.DataFrame, str, str, xr.DataArray]],
             for text in legend.texts:  # seaborn titles hue/style groups with column names
                 if text.get_text() in dims:
                     text.set_text(text.get_text().replace("_", " "))
+                else:  # numbers as everywhere else: 1, not 1.0
+                    text.set_text(_number_label(text.get_text()))
             if legend.get_title().get_text() in dims:
                 legend.set_title(legend.get_title().get_text().replace("_", " "))
             if index == len(frames) - 1:
@@ -165,6 +171,13 @@ def _line_panels(frames: list[tuple[str, pd.DataFrame, str, str, xr.DataArray]],
     for index in range(len(frames), rows * cols):
         axes[divmod(index, cols)].remove()
     return fig
+
+
+def _number_label(text: str) -> str:
+    try:
+        return _fmt(float(text))
+    except ValueError:
+        return text
 
 
 def _curve_table(da: xr.DataArray, x: str) -> pd.DataFrame:
@@ -227,6 +240,12 @@ def _metrics(ds: xr.Dataset, metrics: Sequence[str] | None) -> list[str]:
     return list(metrics)
 
 
+def direction(metric: str) -> str:
+    """'higher' or 'lower': which way a comparison metric improves (repkernel.similarity's
+    naming: *_distance and *_error are lower-is-closer, every other metric higher)."""
+    return "lower" if metric.endswith(("_distance", "_error")) else "higher"
+
+
 @_styled
 def fidelity_curves(data: xr.Dataset | Data, metrics: Sequence[str] | None = None,
                     hue: str | None = None, style: str | None = None,
@@ -244,8 +263,8 @@ def fidelity_curves(data: xr.Dataset | Data, metrics: Sequence[str] | None = Non
     if not names:
         raise ValueError("a fidelity figure needs metrics over time (a repkernel.similarity."
                          f"compare result); this data has {sorted(map(str, ds.data_vars))}")
-    frames = [(_pretty(ds[m], m), _curve_table(ds[m].rename(m), "time"), "time", m, ds[m])
-              for m in names]
+    frames = [(f"{_pretty(ds[m], m)}\n({direction(m)} is better)",
+               _curve_table(ds[m].rename(m), "time"), "time", m, ds[m]) for m in names]
     return _line_panels(frames, hue, style, log_y=False, what="the fidelity figure",
                         col_wrap=col_wrap, zero_line=True)
 
@@ -287,6 +306,15 @@ SCORE_PREFERENCE = ("luce", "p_correct", "accuracy", "score")
 
 
 GROUP_DIMS = ("k", "congruent", "congruency")
+
+
+# Sweep values on the multitask x axis up to this many are categories (standard vs large init):
+# points with bars, not a line; a longer sweep (0.01 ... 3) is a line on a log axis.
+MAX_CATEGORIES = 2
+
+
+# what the multitask scores of a forecast read: the network run at the forecast weights
+MULTITASK_PANELS = {"forecast": "forecast (network readout)"}
 
 
 @_styled
@@ -349,7 +377,16 @@ def multitask_scores(data: xr.Dataset | Data, score: str | None = None, x: str |
     fig, axes = _figure(len(chosen), len(columns), LINE_PANEL, extra_width=1.6, sharey=True)
     panels = [(i, j, step, column) for i, step in enumerate(chosen)
               for j, column in enumerate(columns)]
-    numeric_x = frame[x].dtype.kind in "iuf" and x not in GROUP_DIMS
+    # a handful of sweep values (init scales 0.1 and 1) are categories: points with +-1 sd
+    # bars over seeds, never a line joining them across a log axis
+    numeric_x = (frame[x].dtype.kind in "iuf" and x not in GROUP_DIMS
+                 and frame[x].nunique() > MAX_CATEGORIES)
+    if not numeric_x and frame[x].dtype.kind in "iuf":
+        order = [_fmt(v) for v in sorted(frame[x].unique())]
+        frame[x] = frame[x].map(_fmt)
+    else:
+        order = None
+    chance = ds[name].attrs.get("chance")
     replicate = any(d in frame.columns and frame[d].nunique() > 1 for d in REPLICATE_DIMS)
     hue = "condition" if frame["condition"].nunique() > 1 else None
     for i, j, step, panel in panels:
@@ -366,7 +403,14 @@ def multitask_scores(data: xr.Dataset | Data, score: str | None = None, x: str |
         else:
             sns.pointplot(data=sub, x=x, y=name, hue=hue, ax=ax, errorbar="sd" if replicate
                           else None, dodge=0.3 if hue else False, linestyles="none",
+                          order=order, palette=QUALITATIVE[:frame["condition"].nunique()]
+                          if hue else None, markersize=4, capsize=0.1 if replicate else 0,
                           hue_order=list(dict.fromkeys(frame["condition"])) if hue else None)
+        if chance is not None:
+            ax.axhline(chance, color="0.5", linestyle="--", linewidth=0.8, zorder=0)
+            ax.text(1.0, chance, "chance", transform=ax.get_yaxis_transform(), ha="right",
+                    va="bottom", fontsize=7, color="0.4")
+        panel = MULTITASK_PANELS.get(panel, panel)
         ax.set_title(panel if len(chosen) == 1 else f"{panel}, step {_fmt(step)}".lstrip(", "))
         ax.set_xlabel(x.replace("_", " "))
         ax.set_ylabel(_pretty(ds[name], name) if j == 0 else "")

@@ -29,6 +29,7 @@ from repkernel.plot.heatmaps import (
     rsm_heatmaps,
     task_similarity_heatmaps,
 )
+from repkernel.plot.style import letter_panels
 
 
 @dataclass(frozen=True)
@@ -97,4 +98,5 @@ def render(kind: str, data: Data, times: Sequence[int] | None = None,
         part = _kernel_part(parts, figure.description, f"the {kind} figure")
     else:
         part = parts
-    return figure.function(part, **({figure.times: times} if figure.times else {}))
+    return letter_panels(figure.function(part, **({figure.times: times} if figure.times
+                                                   else {})))

@@ -145,7 +145,13 @@ def _matrix_heatmaps(named: list[tuple[str, xr.DataArray]], steps: list[int] | N
                         show_y=j % width == 0, show_x=(i + 1, j) not in filled,
                         square=square,
                         axis_labels=axes.size == 1)
-        axes[i, j].set_title("\n".join(x for x in (name, "" if t is None else f"step {t}") if x))
+        # the source on a block's first row only: titles of lower rows stay one line, clear of
+        # the row above
+        first = (i % len(times_)) == 0
+        axes[i, j].set_title("\n".join(x for x in (name if first else "",
+                                                    "" if t is None else f"step {t}") if x))
+        if (i + 1, j) in filled:
+            axes[i, j].tick_params(bottom=False)
         if (i, j) == (0, 0) and axes.size > 1:  # one label per figure axis: panels share items
             fig.supylabel(rows_axis.label, fontsize=STYLE["axes.labelsize"])
             fig.supxlabel(cols_axis.label, fontsize=STYLE["axes.labelsize"])

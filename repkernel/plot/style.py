@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib as mpl
+import numpy as np
 import seaborn as sns
+from cycler import cycler
 from matplotlib.figure import Figure
 
 from repkernel.results import write_atomic
@@ -37,7 +39,30 @@ STYLE: dict[str, Any] = {
     "svg.fonttype": "none",
     "savefig.dpi": 300,
     "figure.dpi": 100,
+    "axes.prop_cycle": cycler(color=["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00",
+                                     "#56B4E9", "#000000"]),  # QUALITATIVE below
 }
+
+
+# Colour-blind-safe lines (Okabe & Ito): categories take QUALITATIVE in order; ordered numbers
+# (init scales, ...) take SEQUENTIAL, viridis without its pale yellow end so every line keeps
+# contrast on white.
+QUALITATIVE = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000"]
+SEQUENTIAL = mpl.colors.ListedColormap(mpl.colormaps["viridis"](np.linspace(0.0, 0.75, 256)),
+                                       name="viridis_dark")
+
+
+def letter_panels(fig: Figure) -> Figure:
+    """Bold panel letters a, b, c, ... at the top left of every visible panel (not colorbars),
+    in reading order, for a paper's references to them."""
+    panels = [ax for ax in fig.axes if ax.get_visible() and not hasattr(ax, "_colorbar")
+              and ax.get_label() != "<colorbar>"]
+    panels.sort(key=lambda ax: (-round(ax.get_position().y1, 2), ax.get_position().x0))
+    for index, ax in enumerate(panels):
+        letter = chr(ord("a") + index) if index < 26 else f"a{chr(ord('a') + index - 26)}"
+        ax.text(-0.02, 1.02, letter, transform=ax.transAxes, ha="right", va="bottom",
+                fontweight="bold", fontsize=STYLE["figure.titlesize"])
+    return fig
 
 
 CORRELATION_CMAP = "RdBu_r"  # diverging, centered at 0: correlations and signed kernels
