@@ -1014,11 +1014,11 @@ METRICS: dict[str, Metric] = {
         "procrustes_distance": Variable("Procrustes distance", 0.0)}),
     "angular_shape": Metric(angular_shape_distance, {
         "angular_shape_distance": Variable("angular shape distance", 0.0)}),
-    "cca": Metric(cca_similarity, {"cca_similarity": Variable("mean CCA", 1.0)}),
-    "svcca": Metric(svcca_similarity, {"svcca_similarity": Variable("SVCCA", 1.0)}),
     "dimensionality": Metric(dimensionality_ratio, {
         "participation_ratio_ratio": Variable("participation ratio, a / b", 1.0),
         "components_difference": Variable("components for 90 % variance, a - b", 0.0)}),
+    "cca": Metric(cca_similarity, {"cca_similarity": Variable("mean CCA", 1.0)}),
+    "svcca": Metric(svcca_similarity, {"svcca_similarity": Variable("SVCCA", 1.0)}),
 }
 DEFAULT_METRICS = ("change_alignment", "rsa", "cka", "procrustes")
 

@@ -83,6 +83,7 @@ def test_a_registered_metric_and_figure_appear_in_the_cli_help():
                           timeout=300)
     assert done.returncode == 0, done.stderr
     compare_help, plot_help = done.stdout.split("Usage:")[1:]
+    compare_help = " ".join(compare_help.replace("│", " ").split())  # help text wraps
     assert "svcca, toy_msd" in compare_help
     assert "toy-loss (toy loss lines)" in plot_help
 
