@@ -4,6 +4,7 @@ against the trained network."""
 
 from repkernel.cpu_threads import threads, threads_for
 from repkernel.curriculum import Curriculum, Stage
+from repkernel.designs import rank_designs
 from repkernel.eigen import components_by, components_by_input_feature, kernel_groups
 from repkernel.ensembles import (
     band_figure,
@@ -119,6 +120,7 @@ __all__ = [
     "procrustes_distance",
     "pseudo_kernel",
     "pseudo_kernel_matrix",
+    "rank_designs",
     "rdm",
     "rsa",
     "rsm",

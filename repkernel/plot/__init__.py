@@ -16,7 +16,13 @@ data a figure draws), ``axes`` (layout, labels, ticks), ``heatmaps``, ``curves``
 study's ``[plots] kinds`` all derive; ``save_figure`` writes pdf/png/svg atomically.
 """
 
-from repkernel.plot.curves import fidelity_curves, grouping_curves, loss_curves, multitask_scores
+from repkernel.plot.curves import (
+    dimensionality_curves,
+    fidelity_curves,
+    grouping_curves,
+    loss_curves,
+    multitask_scores,
+)
 from repkernel.plot.figures import FIGURES, FigureKind, render
 from repkernel.plot.heatmaps import (
     kernel_eigenvector_heatmaps,
@@ -34,6 +40,7 @@ __all__ = [
     "STYLE",
     "SUFFIXES",
     "FigureKind",
+    "dimensionality_curves",
     "fidelity_curves",
     "grouping_curves",
     "kernel_eigenvector_heatmaps",

@@ -13,7 +13,13 @@ from typing import Any
 import xarray as xr
 from matplotlib.figure import Figure
 
-from repkernel.plot.curves import fidelity_curves, grouping_curves, loss_curves, multitask_scores
+from repkernel.plot.curves import (
+    dimensionality_curves,
+    fidelity_curves,
+    grouping_curves,
+    loss_curves,
+    multitask_scores,
+)
 from repkernel.plot.data import Data, _kernel_part, _named, _select, _sources
 from repkernel.plot.heatmaps import (
     kernel_eigenvector_heatmaps,
@@ -58,6 +64,8 @@ FIGURES: dict[str, FigureKind] = {
                            data="all"),
     "multitask": FigureKind(multitask_scores, "multitask scores", data="all", times="at_step"),
     "loss": FigureKind(loss_curves, "training and probe loss over training"),
+    "dimensionality": FigureKind(dimensionality_curves, "participation ratio of the hidden "
+                                 "layer over training", data="all"),
     "grouping": FigureKind(grouping_curves, "group_agreement over training", data="kernel",
                            variable="group_agreement"),
 }
