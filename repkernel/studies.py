@@ -142,9 +142,12 @@ class Study:
 
     def cells(self) -> list[Cell]:
         keys = list(self.sweep)
+        # a dim of mixed types ("full", 32, "online") is labelled by text
+        mixed = {k for k in keys if len({type(_coordinate(v)) for v in self.sweep[k]}) > 1}
         cells = []
         for values in itertools.product(*(self.sweep[k] for k in keys)):
-            coords = {_dim(k): _coordinate(v) for k, v in zip(keys, values)}
+            coords = {_dim(k): _label(v) if k in mixed else _coordinate(v)
+                      for k, v in zip(keys, values)}
             cell_config = copy.deepcopy(self.config)
             for key, value in zip(keys, values):
                 section, name = key.split(".")

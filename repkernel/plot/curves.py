@@ -278,14 +278,19 @@ def dimensionality_curves(data: Data) -> Figure:
                        dim=pd.Index(list(results), name="source"))
     if "source" in ds.dims:  # "source" would split the panel; here it is a line style
         ds = ds.rename(source="result")
-    if "readout" in ds.dims and "result" in ds.dims:
-        ds = ds.stack(run=("result", "readout")).dropna("run", how="all")
-        ds = ds.assign_coords(run=[f"{r} {o}" if r != "actual" else r for r, o in ds.indexes[
-            "run"]]).drop_duplicates("run")
+    if "readout" in ds.dims and ds.sizes["readout"] == 1:
+        ds = ds.isel(readout=0, drop=True)
+    elif "readout" in ds.dims and "result" in ds.dims:
+        ds = ds.stack(run=("result", "readout"))
+        labels = [r if r == "actual" else f"{r} {o}" for r, o in ds.indexes["run"]]
+        ds = ds.drop_vars(["run", "result", "readout"]).assign_coords(run=labels)
+        ds = ds.drop_duplicates("run")
     ds["participation_ratio"].attrs["long_name"] = "participation ratio (hidden)"
     style = next((d for d in ("run", "result") if d in ds.dims), None)
+    hue = next((str(d) for d in ds.dims if d not in ("time", style, *REPLICATE_DIMS)
+                and ds.sizes[d] > 1), None)
     ds = ds.drop_vars([c for c in ds.coords if c not in ds.dims])
-    return fidelity_curves(ds, metrics=["participation_ratio"], style=style)
+    return fidelity_curves(ds, metrics=["participation_ratio"], hue=hue, style=style)
 
 
 SCORE_PREFERENCE = ("luce", "p_correct", "accuracy", "score")
