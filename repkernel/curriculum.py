@@ -136,8 +136,9 @@ class Curriculum:
     def in_epochs(self, epochs: int | Sequence[int]) -> Curriculum:
         """The same stages with steps = epochs x updates per epoch (one count, or one per
         stage): schedules of any batch size then pass over their patterns equally often."""
-        counts = [epochs] * len(self.stages) if isinstance(epochs, (int, np.integer)) else list(
-            epochs)
+        whole = isinstance(epochs, (int, np.integer)) and not isinstance(epochs, bool)
+        counts = [epochs] * len(self.stages) if whole else (
+            list(epochs) if isinstance(epochs, Sequence) else [])
         if len(counts) != len(self.stages) or not all(
                 isinstance(e, (int, np.integer)) and e >= 0 for e in counts):
             raise ValueError(f"epochs must be a non-negative whole number, or one per stage "

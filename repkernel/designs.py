@@ -31,7 +31,7 @@ MEASURES = {"probe_loss": "lower", "accuracy": "higher"}  # measure -> which way
 def _groups(result) -> dict[str, xr.Dataset]:
     if isinstance(result, xr.DataTree):
         return {str(name): child.to_dataset() for name, child in result.children.items()}
-    if isinstance(result, Mapping):
+    if isinstance(result, Mapping) and not isinstance(result, xr.Dataset):
         return dict(result)
     raise ValueError(f"rank_designs needs a study result (a DataTree with groups actual, "
                      f"forecast, multitask), got {type(result).__name__}")

@@ -815,13 +815,16 @@ DIMENSIONALITY = ("participation_ratio", "components")
 
 
 def _dimensionality(x: np.ndarray, variance: float) -> tuple[np.ndarray, np.ndarray]:
-    x = _center(_floats(x, "x"))
+    x = _floats(x, "x")
+    x = np.where(np.isnan(x).all(-2, keepdims=True), 0.0, x)  # padding units: constant
+    undefined = np.isnan(x).any((-2, -1))
+    x = _center(np.where(undefined[..., None, None], 0.0, x))
     lam = np.linalg.svd(x, compute_uv=False) ** 2  # covariance eigenvalues x (items - 1), sorted
-    total = lam.sum(-1)
+    total = np.where(undefined, 0.0, lam.sum(-1))
     ratio = _divide(total**2, (lam**2).sum(-1))
     reached = np.cumsum(lam, -1) >= (variance - 1e-9) * total[..., None]
     components = np.where(total > 0, reached.argmax(-1) + 1.0, np.nan)
-    return ratio, components
+    return np.where(total > 0, ratio, np.nan), components
 
 
 def participation_ratio(x: Array, variance: float = 0.9, *, item_dim: str = "item",
@@ -833,7 +836,9 @@ def participation_ratio(x: Array, variance: float = 0.9, *, item_dim: str = "ite
                            (= r for r equal nonzero eigenvalues, 1 for rank one)
       components           the fewest leading eigenvalues holding ``variance`` of the total
     Invariant to translation, scaling and orthogonal maps of the units; nan where every item
-    is the same. Returns a dict of (...) arrays, or a Dataset for DataArray input.
+    is the same or a value is nan, except units nan for every item (the padding of narrower
+    layers, repkernel.results), which count as absent. Returns a dict of (...) arrays, or a
+    Dataset for DataArray input.
     """
     if not (isinstance(variance, (int, float)) and 0 < variance <= 1):
         raise ValueError(f"variance must be a fraction in (0, 1], e.g. 0.9, got {variance!r}")

@@ -107,3 +107,13 @@ def test_too_few_dims_is_one_line():
     with pytest.raises(ValueError, match=r"\(\.\.\., items, units\)") as error:
         participation_ratio(np.zeros(4))
     assert "\n" not in str(error.value)
+
+
+def test_padding_units_count_as_absent_and_other_nans_give_nan():
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(9, 4))
+    padded = np.c_[x, np.full((9, 2), np.nan)]
+    np.testing.assert_allclose(participation_ratio(padded)["participation_ratio"],
+                               participation_ratio(x)["participation_ratio"])
+    padded[0, 0] = np.nan
+    assert np.isnan(participation_ratio(padded)["participation_ratio"])
