@@ -4,6 +4,7 @@ against the trained network."""
 
 from repkernel.cpu_threads import threads, threads_for
 from repkernel.curriculum import Curriculum, Stage
+from repkernel.designs import rank_designs
 from repkernel.eigen import components_by, components_by_input_feature, kernel_groups
 from repkernel.ensembles import (
     band_figure,
@@ -49,7 +50,9 @@ from repkernel.similarity import (
     change_alignment,
     cka_similarity,
     compare,
+    dimensionality_ratio,
     kmeans_groups,
+    participation_ratio,
     procrustes_distance,
     rdm,
     rsa,
@@ -93,6 +96,7 @@ __all__ = [
     "components_by_input_feature",
     "config_of",
     "deep_linear_modes_task",
+    "dimensionality_ratio",
     "ensemble",
     "evaluate_multitask",
     "forecast",
@@ -119,12 +123,14 @@ __all__ = [
     "monte_carlo_kernel",
     "ntk",
     "ntk_matrix",
+    "participation_ratio",
     "pattern_loss",
     "pattern_set",
     "posterior",
     "procrustes_distance",
     "pseudo_kernel",
     "pseudo_kernel_matrix",
+    "rank_designs",
     "rdm",
     "rsa",
     "rsm",

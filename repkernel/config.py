@@ -17,7 +17,9 @@ Sections (all keys optional unless said; defaults are the published main setup, 
                 torch module), its other keys the builder's keyword arguments
   [curriculum]  preset = "interleaved" | "blocked" | "single_then_concurrent" | "mixed" |
                 "dataset" (the environment's own training set); n, steps, lr, batch, reduction,
-                (blocked splits the n patterns and the steps evenly over the tasks)
+                (blocked splits the n patterns and the steps evenly over the tasks);
+                epochs replaces steps by epochs x updates per epoch (n // batch), so that
+                schedules of different batch sizes pass over their patterns equally often
                 loss, seed, k_probs (single_then_concurrent), p and k (mixed)
   [probes]      source = "sample" | "patterns" | "train" | "test"; n, k_probs, seed (sample);
                 k, stimuli, seed (patterns)
@@ -225,6 +227,8 @@ SCHEMA: dict[str, Spec] = {
                     "a table of task-set size -> probability"),
         "p": (0.2, lambda v: number(v) and 0 <= v <= 1, "a number in [0, 1]"),
         "k": (2, positive_int, "a positive integer"),
+        "epochs": (None, int_or_list_of(non_negative_int),
+                   "a non-negative integer or a list of them (replaces steps)"),
     },
     "probes": {
         "source": choice("sample", PROBE_SOURCES),
@@ -481,6 +485,16 @@ def _k_probs_dict(table: Mapping) -> dict[int, float]:
 
 
 def _build_curriculum(cfg: dict[str, Any], env, train_set) -> Curriculum:
+    curriculum = _preset_curriculum(cfg, env, train_set)
+    if cfg["epochs"] is None:
+        return curriculum
+    try:
+        return curriculum.in_epochs(cfg["epochs"])
+    except ValueError as error:
+        raise ConfigError([f"[curriculum].epochs: {error}"]) from None
+
+
+def _preset_curriculum(cfg: dict[str, Any], env, train_set) -> Curriculum:
     preset = cfg["preset"]
     options = {"batch": cfg["batch"], "reduction": cfg["reduction"], "loss": cfg["loss"]}
     if preset == "single_then_concurrent":

@@ -15,7 +15,7 @@ forecast integrates.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -82,6 +82,12 @@ class Stage:
         return 2.0 * self.lr / (self.drift_rate / len(self.patterns)) / lam_max
 
     @property
+    def updates_per_epoch(self) -> int:
+        """Updates that pass over the patterns once: n // b (a reshuffled epoch drops the
+        remainder, as the trainer does)."""
+        return len(self.patterns) // self.batch_size
+
+    @property
     def stochastic(self) -> bool:
         return self.batch_size < len(self.patterns)
 
@@ -120,6 +126,29 @@ class Curriculum:
         """Stage index that produced the state at each global step (step 0 -> stage 0)."""
         return np.clip(np.searchsorted(self.boundaries, steps, side="left") - 1, 0,
                        len(self.stages) - 1)
+
+    def epochs_at(self, steps: np.ndarray) -> np.ndarray:
+        """Epochs (passes over each stage's patterns, Stage.updates_per_epoch) completed at
+        global ``steps``: the time axis on which schedules of different batch sizes align."""
+        steps = np.asarray(steps)
+        epochs = np.zeros(steps.shape)
+        for start, stage in zip(self.boundaries, self.stages):
+            done = np.clip(steps - start, 0, stage.steps)
+            epochs = epochs + done / stage.updates_per_epoch
+        return epochs
+
+    def in_epochs(self, epochs: int | Sequence[int]) -> Curriculum:
+        """The same stages with steps = epochs x updates per epoch (one count, or one per
+        stage): schedules of any batch size then pass over their patterns equally often."""
+        whole = isinstance(epochs, (int, np.integer)) and not isinstance(epochs, bool)
+        counts = [epochs] * len(self.stages) if whole else (
+            list(epochs) if isinstance(epochs, Sequence) else [])
+        if len(counts) != len(self.stages) or not all(
+                isinstance(e, (int, np.integer)) and e >= 0 for e in counts):
+            raise ValueError(f"epochs must be a non-negative whole number, or one per stage "
+                             f"({len(self.stages)}), got {epochs!r}")
+        return Curriculum(tuple(replace(stage, steps=int(e) * stage.updates_per_epoch)
+                                for stage, e in zip(self.stages, counts)))
 
     def config(self) -> dict[str, Any]:
         return {"stages": [s.config() for s in self.stages]}

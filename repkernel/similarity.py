@@ -913,6 +913,60 @@ def task_similarity_summary(matrix: Array, input_dim_of_task: Any = None,
     return _outputs(result, TASK_PAIRS)
 
 
+# -- dimensionality ---------------------------------------------------------------------------
+
+DIMENSIONALITY = ("participation_ratio", "components")
+
+
+def _dimensionality(x: np.ndarray, variance: float) -> tuple[np.ndarray, np.ndarray]:
+    x = _floats(x, "x")
+    x = np.where(np.isnan(x).all(-2, keepdims=True), 0.0, x)  # padding units: constant
+    undefined = np.isnan(x).any((-2, -1))
+    x = _center(np.where(undefined[..., None, None], 0.0, x))
+    lam = np.linalg.svd(x, compute_uv=False) ** 2  # covariance eigenvalues x (items - 1), sorted
+    total = np.where(undefined, 0.0, lam.sum(-1))
+    ratio = _divide(total**2, (lam**2).sum(-1))
+    reached = np.cumsum(lam, -1) >= (variance - 1e-9) * total[..., None]
+    components = np.where(total > 0, reached.argmax(-1) + 1.0, np.nan)
+    return np.where(total > 0, ratio, np.nan), components
+
+
+def participation_ratio(x: Array, variance: float = 0.9, *, item_dim: str = "item",
+                        unit_dim: str = "unit") -> dict[str, np.ndarray] | xr.Dataset:
+    """Dimensionality of representations (..., items, units) -> (...), DESIGN.md section 9.
+
+    From the eigenvalues lam_i of the covariance over items (units x units):
+      participation_ratio  (sum_i lam_i)^2 / sum_i lam_i^2, in [1, min(items - 1, units)]
+                           (= r for r equal nonzero eigenvalues, 1 for rank one)
+      components           the fewest leading eigenvalues holding ``variance`` of the total
+    Invariant to translation, scaling and orthogonal maps of the units; nan where every item
+    is the same or a value is nan, except units nan for every item (the padding of narrower
+    layers, repkernel.results), which count as absent. Returns a dict of (...) arrays, or a
+    Dataset for DataArray input.
+    """
+    if not (isinstance(variance, (int, float)) and 0 < variance <= 1):
+        raise ValueError(f"variance must be a fraction in (0, 1], e.g. 0.9, got {variance!r}")
+    result = _apply(lambda v: _dimensionality(v, float(variance)), [x], [(item_dim, unit_dim)],
+                    [(), ()], ["x"])
+    return _outputs(result, DIMENSIONALITY)
+
+
+def _dimensionality_ratio(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    (ratio_a, components_a), (ratio_b, components_b) = (_dimensionality(x, 0.9) for x in (a, b))
+    return _divide(ratio_a, ratio_b), components_a - components_b
+
+
+def dimensionality_ratio(a: Array, b: Array, *, item_dim: str = "item", unit_dim: str = "unit"
+                         ) -> dict[str, np.ndarray] | xr.Dataset:
+    """How the dimensionality of a compares with b's (participation_ratio of each):
+    (..., items, units_a), (..., items, units_b) -> (...) participation_ratio_ratio = PR(a) /
+    PR(b) (1 when equal) and components_difference = components(a) - components(b) (90 % of
+    the variance; 0 when equal)."""
+    result = _apply(_dimensionality_ratio, [a, b], [(item_dim, unit_dim), (item_dim, unit_dim)],
+                    [(), ()], ["a", "b"], exclude=[unit_dim])
+    return _outputs(result, ("participation_ratio_ratio", "components_difference"))
+
+
 # -- grouping ---------------------------------------------------------------------------------
 
 def _kmeans(x: np.ndarray, n_groups: int, seed: int, n_init: int) -> np.ndarray:
@@ -1069,6 +1123,9 @@ METRICS: dict[str, Metric] = {
         "procrustes_distance": Variable("Procrustes distance", 0.0)}),
     "angular_shape": Metric(angular_shape_distance, {
         "angular_shape_distance": Variable("angular shape distance", 0.0)}),
+    "dimensionality": Metric(dimensionality_ratio, {
+        "participation_ratio_ratio": Variable("participation ratio, a / b", 1.0),
+        "components_difference": Variable("components for 90 % variance, a - b", 0.0)}),
     "cca": Metric(cca_similarity, {"cca_similarity": Variable("mean CCA", 1.0)}),
     "svcca": Metric(svcca_similarity, {"svcca_similarity": Variable("SVCCA", 1.0)}),
 }

@@ -5,7 +5,8 @@ A study file holds the run sections of repkernel.config ([environment], [network
 [probes], [run]; a [network] kind "file.py:function" names a builder in a file next to the study)
 plus:
   [study]     name, claim (the published or new claim it tests), figure (what it reproduces),
-              compute = any of "kernel", "train", "forecast", "compare", "evaluate"
+              compute = any of "kernel", "train", "forecast", "compare", "evaluate",
+              "dimensionality" (participation ratio of actual and forecast over training)
   [sweep]     "section.key" = [values, ...]: the grid (cartesian product), e.g.
               "network.init_scale" = [0.1, 1.0], "network.seed" = [0, 1, 2]
   [forecast]  time, relinearize (segments per stage or "auto"), tolerance, readout (arguments
@@ -25,9 +26,12 @@ plus:
   [smoke]     "section.key" = value overrides for a reduced size (``smoke=True``), including
               "sweep.<section.key>" to shrink the grid
 
-Each cell's result is an xarray DataTree (groups actual, forecast, compare, multitask, kernel)
-written atomically to ``cells/<cell name>.nc``; finished cells are skipped on re-runs, so a crashed
-or interrupted sweep resumes without recomputing anything.
+Each cell's result is an xarray DataTree (groups actual, forecast, compare, multitask, kernel,
+dimensionality) written atomically to ``cells/<cell name>.nc``; finished cells are skipped on
+re-runs, so a crashed or interrupted sweep resumes without recomputing anything. A curriculum
+given in ``epochs`` puts every group's ``time`` in epochs (Curriculum.epochs_at), so that cells
+of different batch sizes share one time axis. Each cell's root attrs ``cpu_seconds`` record the
+CPU time of its training and its forecast (the combined result collects them per cell).
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ import itertools
 import json
 import math
 import os
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -66,10 +71,10 @@ from repkernel.multitask import classification_accuracy, evaluate_multitask
 from repkernel.networks import check_device
 from repkernel.plot import FIGURES
 from repkernel.results import package_version
-from repkernel.similarity import DEFAULT_METRICS, METRICS, compare
+from repkernel.similarity import DEFAULT_METRICS, METRICS, compare, participation_ratio
 from repkernel.wrapped import is_source, resolve_source
 
-COMPUTE = ("kernel", "train", "forecast", "compare", "evaluate")
+COMPUTE = ("kernel", "train", "forecast", "compare", "evaluate", "dimensionality")
 
 
 _FORECAST = defaults_of(forecasting.forecast)
@@ -148,11 +153,11 @@ class Study:
 
     def cells(self) -> list[Cell]:
         keys = list(self.sweep)
-        # a dim whose values mix types (relinearize = [1, "auto"]) gets text coordinates
+        # a dim of mixed types ("full", 32, "online") is labelled by text
         mixed = {k for k in keys if len({type(_coordinate(v)) for v in self.sweep[k]}) > 1}
         cells = []
         for values in itertools.product(*(self.sweep[k] for k in keys)):
-            coords = {_dim(k): str(v) if k in mixed else _coordinate(v)
+            coords = {_dim(k): _label(v) if k in mixed else _coordinate(v)
                       for k, v in zip(keys, values)}
             cell_config = copy.deepcopy(self.config)
             for key, value in zip(keys, values):
@@ -163,8 +168,15 @@ class Study:
         return cells
 
 
+# Names the results already use (variables and dims): a sweep key named like one becomes the
+# dim "section_key" ("network.hidden" -> "network_hidden").
+TAKEN = ("hidden", "output", "target", "loss", "probe_loss", "batch_loss", "weights", "time",
+         "item", "unit", "readout", "source", "k", "step", "parameter", "layer")
+
+
 def _dim(key: str) -> str:
-    return key.split(".", 1)[1]
+    name = key.split(".", 1)[1]
+    return key.replace(".", "_") if name in TAKEN else name
 
 
 def _coordinate(value):
@@ -274,22 +286,28 @@ def run_cell(cell: Cell, progress: Callable[[str, int, int], None] | None = None
     ``kernel`` (the t = 0 eigen-analysis: eigenvectors, components by input feature, k-means
     kernel groups and, with training or forecast, ``group_agreement(source, time)``: adjusted
     Rand index of the kernel groups vs k-means of the hidden representation of the same
-    patterns). A pure function of the cell, so it runs anywhere, on [run].threads CPU threads.
+    patterns), ``dimensionality`` (participation_ratio and components of the hidden
+    representation on the probes along ``source``, repkernel.similarity.participation_ratio).
+    A pure function of the cell (but for its ``cpu_seconds`` attrs: the CPU time of training
+    and forecast), so it runs anywhere, on [run].threads CPU threads.
     ``progress(what, done, total)`` reports each part as it goes: what is "kernel", "training"
     and "forecast" (done and total in steps), "compare" or "evaluate".
     """
     setup = build_cell(cell)
     with cpu_threads.threads(setup.threads):
-        groups = _cell_groups(cell, setup, progress)
+        groups, cpu_seconds = _cell_groups(cell, setup, progress)
     attrs = {"study": cell.config["study"]["name"], "cell": cell.name,
              "cell_coords": json.dumps(cell.coords), "version": package_version(),
-             "config": json.dumps(cell.config, sort_keys=True, default=str)}
+             "config": json.dumps(cell.config, sort_keys=True, default=str),
+             "cpu_seconds": json.dumps(cpu_seconds)}
     return xr.DataTree.from_dict({"/": xr.Dataset(attrs=attrs), **{f"/{k}": v
                                                                     for k, v in groups.items()}})
 
 
 def _cell_groups(cell: Cell, setup: configuration.Setup,
-                 progress: Callable[[str, int, int], None] | None) -> dict[str, xr.Dataset]:
+                 progress: Callable[[str, int, int], None] | None
+                 ) -> tuple[dict[str, xr.Dataset], dict[str, float]]:
+    """The cell's result groups, and the CPU seconds of its training and forecast."""
     from repkernel import training
 
     def report(what: str, total: int) -> Callable[[int], None]:
@@ -304,6 +322,7 @@ def _cell_groups(cell: Cell, setup: configuration.Setup,
     run = dict(checkpoints=setup.checkpoints, device=setup.device, dtype=setup.dtype,
                threads=setup.threads)
     groups: dict[str, xr.Dataset] = {}
+    cpu_seconds: dict[str, float] = {}
     kernel = cell.config["kernel"]  # published: the square train x train M_o of phase 1
     kernel_patterns = (setup.curriculum.stages[kernel["stage"]].patterns
                        if kernel["on"] == "train" else setup.probes)
@@ -312,15 +331,19 @@ def _cell_groups(cell: Cell, setup: configuration.Setup,
         finished = report("kernel", 1)
         groups["kernel"] = kernel_result(setup, **kernel)
         finished(1)
-    if "train" in compute or "evaluate" in compute or "compare" in compute:
+    if {"train", "evaluate", "compare"} & set(compute):
+        started = time.process_time()
         groups["actual"] = training.train(setup.network, setup.curriculum, setup.probes,
                                           progress=report("training", steps), **run)
-    if "forecast" in compute or "compare" in compute:
+        cpu_seconds["train"] = time.process_time() - started
+    if {"forecast", "compare"} & set(compute):
         options = cell.config["forecast"]
+        started = time.process_time()
         groups["forecast"] = forecasting.forecast(
             setup.network, setup.curriculum, setup.probes, time=options["time"],
             readout=tuple(options["readout"]), relinearize=options["relinearize"],
             tolerance=options["tolerance"], progress=report("forecast", steps), **run)
+        cpu_seconds["forecast"] = time.process_time() - started
     if "kernel_group" in groups.get("kernel", {}):  # published: kernel vs hidden groupings
         from repkernel.eigen import group_agreement_over_training
 
@@ -361,7 +384,11 @@ def _cell_groups(cell: Cell, setup: configuration.Setup,
                                                                  name="source"),
                                         coords="minimal",
                                         compat="override", combine_attrs="drop_conflicts")
-    return groups
+    if "dimensionality" in compute:
+        groups["dimensionality"] = _dimensionality(groups)
+    if cell.config["curriculum"]["epochs"] is not None:
+        groups = {name: _in_epochs(ds, setup.curriculum) for name, ds in groups.items()}
+    return groups, cpu_seconds
 
 
 def _item_means(result: xr.Dataset, label: str) -> xr.Dataset:
@@ -379,6 +406,28 @@ def _padding(ds: xr.Dataset) -> dict[str, Any]:
     would be garbage in the file), NaN for the rest."""
     return {name: -1 if ds[name].dtype.kind in "iu" else np.nan for name in ds.data_vars
             if "segment" in ds[name].dims}
+
+
+def _dimensionality(groups: Mapping[str, xr.Dataset]) -> xr.Dataset:
+    """participation_ratio and components (90 %) of the hidden representation along source."""
+    sources = [s for s in ("actual", "forecast") if s in groups]
+    if not sources:
+        raise ValueError("[study].compute: 'dimensionality' needs 'train' or 'forecast'")
+    parts = [participation_ratio(groups[s]["hidden"]) for s in sources]
+    ds = xr.concat(parts, dim=xr.DataArray(sources, dims="source", name="source"))
+    ds["participation_ratio"].attrs["long_name"] = "participation ratio of the hidden layer"
+    ds["components"].attrs["long_name"] = "components for 90 % of the hidden variance"
+    return ds
+
+
+def _in_epochs(ds: xr.Dataset, curriculum) -> xr.Dataset:
+    """``time`` in epochs (whole numbers as integers) instead of steps."""
+    if "time" not in ds.dims:
+        return ds
+    epochs = curriculum.epochs_at(ds["time"].values)
+    if np.allclose(epochs, np.round(epochs)):
+        epochs = np.round(epochs).astype(np.int64)
+    return ds.assign_coords(time=("time", epochs, {"units": "epochs"}))
 
 
 def save_tree(tree: xr.DataTree, path: str | os.PathLike) -> Path:
@@ -544,22 +593,29 @@ def combine(study: Study, out: str | os.PathLike) -> xr.DataTree:
     dims = [_dim(k) for k in study.sweep]
     groups = {}
     for group in trees[0].children:
-        datasets = []
-        for cell, tree in zip(cells, trees):
-            ds = tree[group].to_dataset()
-            datasets.append(ds.expand_dims({d: [cell.coords[d]] for d in dims}))
+        plain = [tree[group].to_dataset() for tree in trees]
+        # a non-index coordinate that differs between cells (parameter_group when the width
+        # is swept) is stacked along the sweep dims like a variable: xarray would otherwise
+        # broadcast every variable over its dims
+        differing = [str(c) for c in plain[0].coords if c not in plain[0].indexes and any(
+            c not in ds.coords or not ds[c].equals(plain[0][c]) for ds in plain[1:])]
+        datasets = [ds.reset_coords([c for c in differing if c in ds.coords]).expand_dims(
+            {d: [cell.coords[d]] for d in dims}) for cell, ds in zip(cells, plain)]
         # adaptive forecasts re-linearize a different number of times per cell: pad the
         # segment log, so that cells stack along the sweep dims only
         longest = max(ds.sizes.get("segment", 0) for ds in datasets)
         datasets = [ds.reindex(segment=np.arange(longest), fill_value=_padding(ds))
                     if "segment" in ds.dims else ds for ds in datasets]
         groups[f"/{group}"] = (xr.combine_by_coords(
-            datasets, data_vars="all", coords="different", compat="no_conflicts", join="outer",
+            datasets, data_vars="minimal", coords="different", compat="no_conflicts", join="outer",
             combine_attrs="drop_conflicts")
-                               if dims else datasets[0])
+                               if dims else datasets[0]).set_coords(
+                                   [c for c in differing if c not in datasets[0].coords])
     attrs = {"study": study.name, "sweep": json.dumps(study.sweep),
              "config": json.dumps(study.config, sort_keys=True, default=str),
-             "version": package_version()}
+             "version": package_version(),
+             "cpu_seconds": json.dumps({cell.name: json.loads(tree.attrs.get("cpu_seconds", "{}"))
+                                        for cell, tree in zip(cells, trees)})}
     return xr.DataTree.from_dict({"/": xr.Dataset(attrs=attrs), **groups})
 
 

@@ -182,7 +182,7 @@ def test_every_study_runs_at_smoke_size_with_figures(path, tmp_path):
         assert (combined["forecast"]["segment_start"] >= -1).all()
     for group in combined.children:  # every cell on one checkpoint grid: nothing NaN-padded
         data = combined[group].to_dataset()
-        assert {key.split(".", 1)[1] for key in study.sweep} <= set(data.dims)
+        assert {studies._dim(key) for key in study.sweep} <= set(data.dims)
         if "loss" in data:
             assert not data["loss"].isnull().any()
     figures = studies.render_figures(study, combined, tmp_path / "figures", formats=("png",))

@@ -17,6 +17,7 @@ study's ``[plots] kinds`` all derive; ``save_figure`` writes pdf/png/svg atomica
 """
 
 from repkernel.plot.curves import (
+    dimensionality_curves,
     fidelity_curves,
     grouping_curves,
     kernel_path_curves,
@@ -41,6 +42,7 @@ __all__ = [
     "STYLE",
     "SUFFIXES",
     "FigureKind",
+    "dimensionality_curves",
     "fidelity_curves",
     "grouping_curves",
     "influence_heatmaps",

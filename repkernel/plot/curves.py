@@ -302,6 +302,40 @@ def accuracy_curves(data: xr.Dataset | Data) -> Figure:
                            style="weights" if "weights" in ds.dims else None)
 
 
+def dimensionality_curves(data: Data) -> Figure:
+    """Participation ratio of the hidden representation over training (DESIGN.md section 9):
+    a study's ``dimensionality`` group, or computed here from results with ``hidden``; actual
+    solid, forecast dashed (readouts as further dashes), sweep dims as colours, seeds a band."""
+    from repkernel.similarity import participation_ratio
+
+    parts = dict(_named(data))
+    if "dimensionality" in parts:
+        ds = parts["dimensionality"][["participation_ratio"]]
+    else:
+        results = {name: part for name, part in parts.items() if "hidden" in part.data_vars}
+        if not results:
+            raise ValueError("a dimensionality figure needs a study with compute = "
+                             "['dimensionality', ...] or results with hidden(time, item, unit)")
+        ds = xr.concat([participation_ratio(part["hidden"])[["participation_ratio"]]
+                        for part in results.values()],
+                       dim=pd.Index(list(results), name="source"))
+    if "source" in ds.dims:  # "source" would split the panel; here it is a line style
+        ds = ds.rename(source="result")
+    if "readout" in ds.dims and ds.sizes["readout"] == 1:
+        ds = ds.isel(readout=0, drop=True)
+    elif "readout" in ds.dims and "result" in ds.dims:
+        ds = ds.stack(run=("result", "readout"))
+        labels = [r if r == "actual" else f"{r} {o}" for r, o in ds.indexes["run"]]
+        ds = ds.drop_vars(["run", "result", "readout"]).assign_coords(run=labels)
+        ds = ds.drop_duplicates("run")
+    ds["participation_ratio"].attrs["long_name"] = "participation ratio (hidden)"
+    style = next((d for d in ("run", "result") if d in ds.dims), None)
+    hue = next((str(d) for d in ds.dims if d not in ("time", style, *REPLICATE_DIMS)
+                and ds.sizes[d] > 1), None)
+    ds = ds.drop_vars([c for c in ds.coords if c not in ds.dims])
+    return fidelity_curves(ds, metrics=["participation_ratio"], hue=hue, style=style)
+
+
 SCORE_PREFERENCE = ("luce", "p_correct", "accuracy", "score")
 
 

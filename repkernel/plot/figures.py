@@ -15,6 +15,7 @@ from matplotlib.figure import Figure
 
 from repkernel.plot.curves import (
     accuracy_curves,
+    dimensionality_curves,
     fidelity_curves,
     grouping_curves,
     kernel_path_curves,
@@ -67,6 +68,8 @@ FIGURES: dict[str, FigureKind] = {
                            data="all"),
     "multitask": FigureKind(multitask_scores, "multitask scores", data="all", times="at_step"),
     "loss": FigureKind(loss_curves, "training and probe loss over training"),
+    "dimensionality": FigureKind(dimensionality_curves, "participation ratio of the hidden "
+                                 "layer over training", data="all"),
     "grouping": FigureKind(grouping_curves, "group_agreement over training", data="kernel",
                            variable="group_agreement"),
     "influence": FigureKind(influence_heatmaps, "training source x probe task influence on "
