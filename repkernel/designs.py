@@ -20,7 +20,6 @@ import json
 from collections.abc import Mapping, Sequence
 
 import numpy as np
-import scipy.stats
 import xarray as xr
 
 from repkernel.results import package_version
@@ -99,6 +98,8 @@ def rank_designs(result, measures: Sequence[str] = tuple(MEASURES),
     score = score.drop_vars(["design", *design_dims]).assign_coords(design=labels, **coords)
     values = score.values  # (measure, source, design)
     sign = np.array([1.0 if MEASURES[m] == "lower" else -1.0 for m in parts])[:, None, None]
+    import scipy.stats  # deferred: ~1 s to import
+
     ranks = scipy.stats.rankdata(sign * values, axis=-1)
     forecast, actual = ranks[:, 0], ranks[:, 1]
     spearman = np.array([scipy.stats.spearmanr(f, a).statistic for f, a in zip(forecast, actual)])

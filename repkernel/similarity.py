@@ -29,7 +29,6 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import numpy as np
-import scipy.stats
 import torch
 import xarray as xr
 
@@ -426,7 +425,9 @@ def _rsa(a: np.ndarray, b: np.ndarray, method: str, rsm_method: str,
 def _agreement(u: np.ndarray, v: np.ndarray, method: str) -> np.ndarray:
     """rsa's agreement of matrix entries u, v (..., T) along the last axis."""
     if method == "spearman":
-        return _pearson(scipy.stats.rankdata(u, axis=-1), scipy.stats.rankdata(v, axis=-1))
+        from scipy.stats import rankdata  # deferred: scipy.stats takes ~1 s to import
+
+        return _pearson(rankdata(u, axis=-1), rankdata(v, axis=-1))
     if method == "kendall_tau_a":
         return _kendall_tau_a(u, v)
     return _pearson(u, v)

@@ -22,7 +22,8 @@ plus:
               repkernel.kernel_results.kernel_result)
   [plots]     kinds (figures the runner renders from the combined result), times,
               heatmaps_at (sweep values the heatmap kinds show, e.g. { seed = 0 }: one seed's
-              matrices; the curve kinds average over every seed)
+              matrices; the curve kinds average over every seed), formats (file types of
+              each figure: png, pdf, svg; default png and pdf)
   [smoke]     "section.key" = value overrides for a reduced size (``smoke=True``), including
               "sweep.<section.key>" to shrink the grid
 
@@ -126,6 +127,7 @@ STUDY_SCHEMA: dict[str, Spec] = {
         "heatmaps_at": ({}, lambda v: isinstance(v, dict) and all(
             isinstance(x, (int, float, str)) and not isinstance(x, bool) for x in v.values()),
                         "a table of sweep dim = value, e.g. { seed = 0 }"),
+        "formats": choices(["png", "pdf"], [suffix[1:] for suffix in plot.SUFFIXES]),
     },
 }
 FULL_SCHEMA = {**SCHEMA, **STUDY_SCHEMA}
@@ -620,14 +622,16 @@ def combine(study: Study, out: str | os.PathLike) -> xr.DataTree:
 
 
 def render_figures(study: Study, combined: xr.DataTree, folder: str | os.PathLike,
-                   formats: Sequence[str] = ("png", "pdf"),
+                   formats: Sequence[str] | None = None,
                    progress: Callable[[str, int, int], None] | None = None) -> list[Path]:
     """Render the study's [plots] kinds from its combined result into ``folder`` (one file per
-    kind and format, written atomically); returns the paths. ``progress(kind, done, total)``
+    kind and format, written atomically; formats default to [plots] formats); returns the
+    paths. ``progress(kind, done, total)``
     is called before each figure and once at the end."""
     import matplotlib.pyplot as plt
 
     folder = Path(folder)
+    formats = study.config["plots"]["formats"] if formats is None else formats
     times = study.config["plots"]["times"] or None
     paths = []
     kinds = study.config["plots"]["kinds"]

@@ -49,6 +49,11 @@ def test_smoke_overrides_and_embedded_default():
     smoke = studies.load_study(smoke=True)
     assert default.name == "default" and len(default.cells()) == 2
     assert smoke.config["network"]["hidden"] < default.config["network"]["hidden"]
+    # the main job's figures are png only (about 6 s of its 30); other studies: png and pdf
+    assert default.config["plots"]["formats"] == ["png"]
+    assert studies.load_study(TINY).config["plots"]["formats"] == ["png", "pdf"]
+    with pytest.raises(ConfigError, match=r"\[plots\]\.formats"):
+        studies.load_study({**TINY, "plots": {"formats": ["jpeg"]}})
 
 
 @pytest.mark.parametrize("path", sorted(Path(__file__).parents[1].glob("studies/*.toml")),
