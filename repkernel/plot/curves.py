@@ -277,11 +277,17 @@ def grouping_curves(kernel: xr.Dataset) -> Figure:
     if "group_agreement" not in kernel.data_vars:
         raise ValueError("a grouping figure needs group_agreement(time): a study with compute "
                          "= ['kernel', 'train'] and [kernel] clusters > 0")
-    da = kernel["group_agreement"].assign_attrs(long_name="kernel vs hidden groups (ARI)")
-    if "source" in da.dims:  # "source" would split the panel; here it is a line style
+    return _by_weights(kernel["group_agreement"].assign_attrs(
+        long_name="kernel vs hidden groups (ARI)"))
+
+
+def _by_weights(da: xr.DataArray) -> Figure:
+    """One metric over training with its ``source`` (the weights it was measured at: actual
+    or forecast) as the line style, not as panels; sweep dims as colours."""
+    if "source" in da.dims:
         da = da.rename(source="weights")
     ds = da.to_dataset().drop_vars([c for c in da.coords if c not in da.dims])
-    return fidelity_curves(ds, metrics=["group_agreement"],
+    return fidelity_curves(ds, metrics=[da.name],
                            style="weights" if "weights" in ds.dims else None)
 
 
@@ -294,12 +300,7 @@ def accuracy_curves(data: xr.Dataset | Data) -> Figure:
     if ds is None or "accuracy" not in ds.data_vars:
         raise ValueError("an accuracy figure needs accuracy(source, time): a study of a data "
                          "set with cross-entropy stages and compute = [..., 'evaluate']")
-    da = ds["accuracy"].assign_attrs(long_name="test accuracy")
-    if "source" in da.dims:  # "source" would split the panel; here it is a line style
-        da = da.rename(source="weights")
-    ds = da.to_dataset().drop_vars([c for c in da.coords if c not in da.dims])
-    return fidelity_curves(ds, metrics=["accuracy"],
-                           style="weights" if "weights" in ds.dims else None)
+    return _by_weights(ds["accuracy"].assign_attrs(long_name="test accuracy"))
 
 
 def dimensionality_curves(data: Data) -> Figure:
