@@ -56,17 +56,14 @@ def ensemble(run: Callable[[int], xr.Dataset], seeds: Sequence[int],
     seeds = _seeds(seeds)
     if store is None:
         return stack_runs([_checked(run(seed), seed) for seed in seeds], seeds, SEED)
-    paths = []
+    paths, chunks = [], {}
     for seed in seeds:
         result = _checked(run(seed), seed)
         if not isinstance(result, xr.Dataset):
             raise ValueError(f"run({seed}) returned a DataArray: a stored ensemble needs "
                              f"Datasets (use .to_dataset(name=...))")
         paths.append(save(result, Path(store) / f"seed_{seed}.nc"))
-        del result
-    first = xr.open_dataset(paths[0])
-    chunks = {"time": 1} if "time" in first.dims else {}
-    first.close()
+        chunks = {"time": 1} if "time" in result.dims else {}
     stacked = xr.open_mfdataset(paths, combine="nested", concat_dim=SEED, chunks=chunks,
                                 combine_attrs="override", coords="minimal", compat="override",
                                 join="outer")
